@@ -1,0 +1,58 @@
+"""Atomic file writes: write to a temporary file beside the target, then rename.
+
+An interrupted run therefore never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def _temp_path(target: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix, dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write to; it replaces ``target`` only if the block succeeds.
+
+    The temporary file keeps the target's suffix so that writers which pick a format from
+    the file name (OpenCV, PyAV) still work.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes(target: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    write_bytes(target, text.encode("utf-8"))
+
+
+def remove_partials(directory: str | os.PathLike) -> int:
+    """Delete temporary files left in ``directory`` by an interrupted run; return how many."""
+    count = 0
+    for path in Path(directory).glob(".*.part*"):
+        if path.is_file():
+            path.unlink()
+            count += 1
+    return count

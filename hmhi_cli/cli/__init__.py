@@ -1,0 +1,57 @@
+"""The ``hmhi`` command line: a thin layer over the library API.
+
+Each command group lives in its own module and registers itself on :data:`app`.
+User errors (:class:`hmhi_cli.errors.HmhiError`) become one line on stderr and a non-zero
+exit code; Ctrl-C exits with 130 after the command's own clean-up.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from hmhi_cli.cli.common import err_console
+from hmhi_cli.errors import HmhiError
+
+app = typer.Typer(
+    name="hmhi",
+    help="Find and cut out the main moving object of any video (HMHI-Net, no clicks, no first-frame mask).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    from hmhi_cli.cli import flow, info, weights
+
+    for module in (info, weights, flow):
+        module.register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(standalone_mode=False)
+    except HmhiError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("[yellow]aborted[/]")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

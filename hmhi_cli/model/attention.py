@@ -1,0 +1,119 @@
+"""Attention pieces of the memory read-out: sine and rotary position encodings, dense,
+rotary and top-k sparse attention."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@lru_cache(maxsize=32)
+def _sine_table(channels: int, height: int, width: int, temperature: float = 10000.0) -> Tensor:
+    half = channels // 2
+    eps = 1e-6
+    ys = torch.arange(1, height + 1, dtype=torch.float32) / (height + eps) * 2 * math.pi
+    xs = torch.arange(1, width + 1, dtype=torch.float32) / (width + eps) * 2 * math.pi
+    dim_t = temperature ** (2 * torch.div(torch.arange(half), 2, rounding_mode="floor").float() / half)
+
+    def encode(values: Tensor) -> Tensor:
+        angles = values[:, None] / dim_t
+        return torch.stack([angles[:, 0::2].sin(), angles[:, 1::2].cos()], dim=2).flatten(1)
+
+    pos_y = encode(ys)[:, None, :].expand(height, width, half)
+    pos_x = encode(xs)[None, :, :].expand(height, width, half)
+    return torch.cat([pos_y, pos_x], dim=2).permute(2, 0, 1).contiguous()
+
+
+def sine_position(channels: int, height: int, width: int, like: Tensor) -> Tensor:
+    """Normalised 2-D sine position embedding (channels, height, width), on ``like``'s device/dtype."""
+    return _sine_table(channels, height, width).to(device=like.device, dtype=like.dtype)
+
+
+@lru_cache(maxsize=32)
+def _rotary_table(head_dim: int, height: int, width: int, theta: float) -> Tensor:
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim))
+    index = torch.arange(height * width)
+    t_x = (index % width).float()
+    t_y = torch.div(index, width, rounding_mode="floor").float()
+    angles = torch.cat([torch.outer(t_x, freqs), torch.outer(t_y, freqs)], dim=-1)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def rotary_table(head_dim: int, tokens: int, theta: float = 10000.0) -> Tensor:
+    """Axial 2-D rotary frequencies (tokens, head_dim/2) as complex numbers, for a square grid."""
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"rotary attention needs a square token grid, got {tokens} tokens")
+    return _rotary_table(head_dim, side, side, theta)
+
+
+def apply_rotary(x: Tensor, table: Tensor) -> Tensor:
+    """Rotate consecutive channel pairs of ``x`` (..., tokens, head_dim); the table repeats
+    along the token axis when ``x`` holds several frames' tokens."""
+    tokens = x.shape[-2]
+    repeats = tokens // table.shape[0]
+    if repeats > 1:
+        table = table.repeat(repeats, 1)
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * table.to(x.device)).flatten(-2).type_as(x)
+
+
+def top_k_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int, dropout: float = 0.0) -> Tensor:
+    """Attention where each query keeps only its ``top_k`` highest-scoring keys (the rest get
+    zero weight), with ``torch.topk`` semantics."""
+    scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+    if top_k < scores.shape[-1]:
+        values, indices = scores.topk(top_k, dim=-1)
+        scores = torch.full_like(scores, float("-inf")).scatter_(-1, indices, values)
+    weights = torch.softmax(scores, dim=-1)
+    if dropout:
+        weights = F.dropout(weights, dropout)
+    return weights @ v
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate q/k/v/out projections (SAM-style)."""
+
+    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.1):
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _split(self, x: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        return x.reshape(batch, tokens, self.heads, dim // self.heads).transpose(1, 2)
+
+    def _position(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        return q, k
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, top_k: int | None = None) -> Tensor:
+        q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
+        q, k = self._position(q, k)
+        dropout = self.dropout if self.training else 0.0
+        if top_k is None:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        else:
+            out = top_k_attention(q, k, v, top_k, dropout)
+        batch, _, tokens, head_dim = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, self.heads * head_dim))
+
+
+class RotaryAttention(Attention):
+    """Attention with axial 2-D rotary position encoding on queries and keys; keys that hold
+    several frames reuse the query grid's frequencies for each frame."""
+
+    def __init__(self, dim: int, heads: int = 1, dropout: float = 0.1, theta: float = 10000.0):
+        super().__init__(dim, heads, dropout)
+        self.theta = theta
+
+    def _position(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        table = rotary_table(q.shape[-1], q.shape[-2], self.theta)
+        return apply_rotary(q, table), apply_rotary(k, table)

@@ -1,0 +1,56 @@
+"""``hmhi weights convert`` and ``hmhi weights info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from hmhi_cli import weights as weights_lib
+from hmhi_cli.cli.common import err_console, out_console, print_json
+from hmhi_cli.errors import OutputError
+
+group = typer.Typer(help="Inspect and convert model weights.", no_args_is_help=True)
+
+
+@group.command("convert")
+def convert_command(
+    source: Path = typer.Argument(..., help="Published HMHI-Net checkpoint (.pth) or any loadable weights."),
+    target: Path = typer.Argument(..., help="Output .safetensors file."),
+    size: int = typer.Option(None, "--size", help="Input size to record (default: the source's, 512 for published)."),
+    memory_limit: int = typer.Option(None, "--memory-limit", help="Memory limit to record (default: the source's)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace TARGET if it exists."),
+) -> None:
+    """Convert weights into hmhi's safetensors format (strict check against the model)."""
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target}: already exists (use --overwrite to replace it)")
+    info = weights_lib.convert(source, target, input_size=size, memory_limit=memory_limit)
+    err_console.print(f"wrote {target} ({info.encoder}, input {info.input_size}, memory limit {info.memory_limit})")
+
+
+@group.command("info")
+def info_command(
+    path: Path = typer.Argument(..., help="A weights file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    """Show what a weights file holds: encoder, input size, memory limit, provenance."""
+    state, _ = weights_lib.read_state_dict(path)
+    info = weights_lib.describe(path)
+    details = info.to_dict() | {
+        "path": str(path),
+        "tensors": len(state),
+        "parameters": int(sum(t.numel() for t in state.values())),
+        "bytes": path.stat().st_size,
+    }
+    if as_json:
+        print_json(details)
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in details.items():
+        table.add_row(f"[bold]{key}", str(value))
+    out_console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(group, name="weights")

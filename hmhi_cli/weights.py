@@ -1,0 +1,257 @@
+"""Model weights: published HMHI-Net checkpoints, our safetensors format, ImageNet MiT init.
+
+Our format is a safetensors file whose metadata header records what the CLI needs to rebuild
+the network and choose defaults: encoder, input size, memory limit and provenance.
+Nothing here ever unpickles code: torch files are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from hmhi_cli import __version__
+from hmhi_cli.atomic import atomic_path
+from hmhi_cli.errors import WeightsError
+from hmhi_cli.model import CONFIGS, HMHINet, build_model
+
+FORMAT_NAME = "hmhi-weights"
+PUBLISHED_INPUT_SIZE = 512
+PUBLISHED_MEMORY_LIMIT = 3
+DEFAULT_WEIGHTS_NAME = "hmhi_default.safetensors"
+_SHOWN_KEYS = 6
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What a weights file says about the network it holds."""
+
+    encoder: str
+    input_size: int
+    memory_limit: int
+    source_format: str
+    provenance: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "encoder": self.encoder,
+            "input_size": self.input_size,
+            "memory_limit": self.memory_limit,
+            "source_format": self.source_format,
+            "provenance": self.provenance,
+        }
+
+
+def default_weights_path() -> Path:
+    """Where the embedded default weights live (``$HMHI_WEIGHTS`` overrides)."""
+    override = os.environ.get("HMHI_WEIGHTS")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[1] / "weights" / DEFAULT_WEIGHTS_NAME
+
+
+def _is_safetensors(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _short_list(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN_KEYS])
+    return shown + (f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
+
+
+def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle that needs code, not a torch file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+    if isinstance(payload, dict):
+        for wrapper in ("network", "state_dict", "model"):
+            if wrapper in payload and isinstance(payload[wrapper], dict):
+                payload = payload[wrapper]
+                break
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise WeightsError(f"{path}: no state dict found (expected a dict of tensors, or one under 'network')")
+    return {re.sub(r"^module\.", "", key): value for key, value in payload.items()}
+
+
+def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors and (for safetensors) the metadata header of a weights file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    if _is_safetensors(path):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+            return load_file(str(path)), metadata
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: damaged safetensors file ({str(exc)[:200]})") from None
+    return _read_torch_state(path), {}
+
+
+def infer_encoder(state: dict[str, torch.Tensor]) -> str:
+    """Tell the encoder from the first patch embedding's width."""
+    key = "backbone.patch_embed4.proj.weight"
+    if key not in state:
+        raise WeightsError(f"not an HMHI-Net state dict: '{key}' is missing")
+    width = state[key].shape[0]
+    for name, config in CONFIGS.items():
+        if config.widths[3] == width:
+            return name
+    raise WeightsError(f"unknown encoder width {width} in '{key}'")
+
+
+def describe(path: str | os.PathLike) -> WeightsInfo:
+    """Read what a weights file records without building the network."""
+    state, metadata = read_state_dict(path)
+    return _info_from(state, metadata)
+
+
+def _info_from(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> WeightsInfo:
+    if metadata.get("format") == FORMAT_NAME:
+        return WeightsInfo(
+            encoder=metadata["encoder"],
+            input_size=int(metadata["input_size"]),
+            memory_limit=int(metadata["memory_limit"]),
+            source_format="hmhi-safetensors",
+            provenance=json.loads(metadata.get("provenance", "{}")),
+        )
+    return WeightsInfo(
+        encoder=infer_encoder(state),
+        input_size=PUBLISHED_INPUT_SIZE,
+        memory_limit=PUBLISHED_MEMORY_LIMIT,
+        source_format="published-checkpoint" if not metadata else "safetensors",
+    )
+
+
+def load_into(net: HMHINet, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load ``state`` into ``net``; a mismatch becomes one clear WeightsError."""
+    expected = net.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    wrong_shape = [
+        f"{key} {tuple(state[key].shape)}!={tuple(expected[key].shape)}"
+        for key in expected
+        if key in state and state[key].shape != expected[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys: {_short_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys: {_short_list(unexpected)}")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} shape mismatches: {_short_list(wrong_shape)}")
+    if problems:
+        raise WeightsError(f"{source}: does not match the {net.config.encoder} model; " + "; ".join(problems))
+    net.load_state_dict(state, strict=True)
+
+
+def load_weights(path: str | os.PathLike, memory_limit: int | None = None) -> tuple[HMHINet, WeightsInfo]:
+    """Build the network a weights file describes and load it (eval mode)."""
+    state, metadata = read_state_dict(path)
+    info = _info_from(state, metadata)
+    net = build_model(info.encoder, memory_limit=memory_limit or info.memory_limit)
+    load_into(net, state, str(path))
+    return net, info
+
+
+def save_weights(net: HMHINet, path: str | os.PathLike, input_size: int, memory_limit: int | None = None,
+                 provenance: dict | None = None) -> None:
+    """Write ``net`` as safetensors with our metadata header, atomically."""
+    metadata = {
+        "format": FORMAT_NAME,
+        "hmhi_version": __version__,
+        "encoder": net.config.encoder,
+        "input_size": str(int(input_size)),
+        "memory_limit": str(int(memory_limit or net.memory_limit)),
+        "provenance": json.dumps(provenance or {}, sort_keys=True),
+    }
+    tensors = {key: value.detach().contiguous().cpu() for key, value in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def convert(source: str | os.PathLike, target: str | os.PathLike, input_size: int | None = None,
+            memory_limit: int | None = None) -> WeightsInfo:
+    """Convert a published checkpoint (or any loadable weights) into our safetensors format."""
+    net, info = load_weights(source)
+    provenance = dict(info.provenance) or {"converted_from": Path(source).name, "source_format": info.source_format}
+    size = input_size or info.input_size
+    limit = memory_limit or info.memory_limit
+    save_weights(net, target, input_size=size, memory_limit=limit, provenance=provenance)
+    return WeightsInfo(info.encoder, size, limit, "hmhi-safetensors", provenance)
+
+
+@dataclass(frozen=True)
+class EncoderInitReport:
+    """What :func:`init_encoder_from_imagenet` loaded."""
+
+    layout: str
+    loaded: int
+    ignored: list[str]
+    not_in_file: list[str]
+
+    def summary(self) -> str:
+        return (f"ImageNet encoder ({self.layout} layout): loaded {self.loaded} tensors, "
+                f"ignored {len(self.ignored)}, left at init {len(self.not_in_file)} (flow adapters)")
+
+
+def _from_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an mmsegmentation MixVisionTransformer state dict to the NVlabs layout."""
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = re.match(r"layers\.(\d+)\.(\d+)\.(.*)", key)
+        if not match:
+            renamed[key] = value
+            continue
+        stage, part, rest = int(match[1]) + 1, int(match[2]), match[3]
+        if part == 0:
+            renamed[f"patch_embed{stage}.{rest.replace('projection.', 'proj.')}"] = value
+        elif part == 2:
+            renamed[f"norm{stage}.{rest}"] = value
+        else:
+            block, name = rest.split(".", 1)
+            prefix = f"block{stage}.{block}."
+            if name in ("attn.attn.in_proj_weight", "attn.attn.in_proj_bias"):
+                kind = name.rsplit("_", 1)[1]
+                dim = value.shape[0] // 3
+                renamed[prefix + f"attn.q.{kind}"] = value[:dim]
+                renamed[prefix + f"attn.kv.{kind}"] = value[dim:]
+                continue
+            name = (name.replace("attn.attn.out_proj.", "attn.proj.")
+                    .replace("ffn.layers.0.", "mlp.fc1.").replace("ffn.layers.1.", "mlp.dwconv.dwconv.")
+                    .replace("ffn.layers.4.", "mlp.fc2."))
+            if name.startswith(("mlp.fc1.weight", "mlp.fc2.weight")) and value.ndim == 4:
+                value = value[:, :, 0, 0]
+            renamed[prefix + name] = value
+    return renamed
+
+
+def init_encoder_from_imagenet(net: HMHINet, path: str | os.PathLike) -> EncoderInitReport:
+    """Initialise the encoder from ImageNet MiT weights (NVlabs ``mit_b1.pth`` or mmsegmentation layout)."""
+    state, _ = read_state_dict(path)
+    state = {re.sub(r"^(backbone\.)", "", key): value for key, value in state.items()}
+    layout = "mmsegmentation" if any(key.startswith("layers.") for key in state) else "segformer"
+    if layout == "mmsegmentation":
+        state = _from_mmseg(state)
+    own = net.backbone.state_dict()
+    usable = {key: value for key, value in state.items() if key in own and own[key].shape == value.shape}
+    ignored = sorted(key for key in state if key not in usable)
+    if not usable:
+        raise WeightsError(f"{path}: no encoder weights for {net.config.encoder} found (wrong encoder size or layout?)")
+    net.backbone.load_state_dict(usable, strict=False)
+    not_in_file = sorted(key for key in own if key not in usable)
+    core_missing = [key for key in not_in_file if "adapter" not in key]
+    if core_missing:
+        raise WeightsError(f"{path}: encoder weights incomplete for {net.config.encoder}; missing {_short_list(core_missing)}")
+    return EncoderInitReport(layout=layout, loaded=len(usable), ignored=ignored, not_in_file=not_in_file)

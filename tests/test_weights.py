@@ -1,0 +1,189 @@
+"""Weights: published checkpoints, our safetensors format, ImageNet encoder init."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from hmhi_cli import weights
+from hmhi_cli.errors import WeightsError
+from hmhi_cli.model import build_model
+from parity import FIXTURE, deterministic_state_dict
+
+
+def random_b0_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    net = build_model("mit_b0")
+    for parameter in net.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    return net.state_dict()
+
+
+@pytest.mark.skipif(not FIXTURE.exists(), reason="parity fixture absent")
+def test_published_checkpoint_with_module_prefix_loads_strictly(tmp_path):
+    state = deterministic_state_dict()
+    path = tmp_path / "HMHI_davis.pth"
+    torch.save({"network": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    net, info = weights.load_weights(path)
+    assert info.encoder == "mit_b1" and info.input_size == 512 and info.memory_limit == 3
+    assert info.source_format == "published-checkpoint"
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert not net.training
+
+
+def test_safetensors_round_trip_keeps_tensors_and_metadata(tmp_path):
+    state = random_b0_state()
+    net = build_model("mit_b0", memory_limit=4)
+    net.load_state_dict(state)
+    path = tmp_path / "small.safetensors"
+    weights.save_weights(net, path, input_size=256, provenance={"steps": 10})
+    loaded, info = weights.load_weights(path)
+    assert (info.encoder, info.input_size, info.memory_limit) == ("mit_b0", 256, 4)
+    assert info.provenance == {"steps": 10}
+    assert loaded.memory_limit == 4
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert not list(tmp_path.glob(".*part*")), "no temporary file left behind"
+
+
+def test_convert_published_to_safetensors(tmp_path):
+    state = random_b0_state(1)
+    source = tmp_path / "ckpt.pth"
+    torch.save({"network": state}, source)
+    info = weights.convert(source, tmp_path / "out.safetensors", input_size=384)
+    assert (info.encoder, info.input_size, info.memory_limit) == ("mit_b0", 384, 3)
+    described = weights.describe(tmp_path / "out.safetensors")
+    assert described.source_format == "hmhi-safetensors" and described.input_size == 384
+    assert described.provenance["converted_from"] == "ckpt.pth"
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    source = tmp_path / "ckpt.pth"
+    torch.save({"network": random_b0_state()}, source)
+    data = source.read_bytes()
+    source.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="not a readable checkpoint"):
+        weights.load_weights(source)
+    safetensors_path = tmp_path / "w.safetensors"
+    net = build_model("mit_b0")
+    weights.save_weights(net, safetensors_path, input_size=256)
+    data = safetensors_path.read_bytes()
+    safetensors_path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="damaged safetensors"):
+        weights.load_weights(safetensors_path)
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("executed!",))
+
+    source = tmp_path / "evil.pth"
+    torch.save({"network": Payload()}, source)
+    with pytest.raises(WeightsError):
+        weights.load_weights(source)
+
+
+def test_mismatch_names_missing_and_unexpected_keys(tmp_path):
+    state = random_b0_state()
+    state.pop("decode_head.predictor.conv.bias")
+    state["decode_head.extra.weight"] = torch.zeros(1)
+    source = tmp_path / "bad.pth"
+    torch.save({"network": state}, source)
+    with pytest.raises(WeightsError) as error:
+        weights.load_weights(source)
+    message = str(error.value)
+    assert "decode_head.predictor.conv.bias" in message and "decode_head.extra.weight" in message
+    assert "\n" not in message
+
+
+def segformer_layout(net) -> dict[str, torch.Tensor]:
+    """An ImageNet MiT file as NVlabs ships it: no adapters, plus a classification head."""
+    state = {k: v.clone() for k, v in net.backbone.state_dict().items() if "adapter" not in k}
+    state["head.weight"] = torch.zeros(1000, net.config.widths[3])
+    state["head.bias"] = torch.zeros(1000)
+    return state
+
+
+def mmseg_layout(segformer: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights renamed to mmsegmentation's MixVisionTransformer keys."""
+    out: dict[str, torch.Tensor] = {}
+    blocks: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in segformer.items():
+        if key.startswith("head."):
+            continue
+        if m := re.match(r"patch_embed(\d)\.(proj|norm)\.(\w+)", key):
+            out[f"backbone.layers.{int(m[1]) - 1}.0.{'projection' if m[2] == 'proj' else 'norm'}.{m[3]}"] = value
+        elif m := re.match(r"norm(\d)\.(\w+)", key):
+            out[f"backbone.layers.{int(m[1]) - 1}.2.{m[2]}"] = value
+        else:
+            m = re.match(r"block(\d)\.(\d+)\.(.*)", key)
+            prefix = f"backbone.layers.{int(m[1]) - 1}.1.{m[2]}."
+            name = m[3]
+            if name.startswith(("attn.q.", "attn.kv.")):
+                blocks.setdefault(prefix, {})[name] = value
+                continue
+            mapping = {"attn.proj.": "attn.attn.out_proj.", "mlp.fc1.": "ffn.layers.0.",
+                       "mlp.dwconv.dwconv.": "ffn.layers.1.", "mlp.fc2.": "ffn.layers.4."}
+            for ours, theirs in mapping.items():
+                if name.startswith(ours):
+                    name = theirs + name[len(ours):]
+                    if ours in ("mlp.fc1.", "mlp.fc2.") and name.endswith("weight"):
+                        value = value[:, :, None, None]
+            out[prefix + name] = value
+    for prefix, parts in blocks.items():
+        for kind in ("weight", "bias"):
+            out[prefix + f"attn.attn.in_proj_{kind}"] = torch.cat([parts[f"attn.q.{kind}"], parts[f"attn.kv.{kind}"]])
+    return {"state_dict": out}
+
+
+@pytest.mark.parametrize("layout", ["segformer", "mmsegmentation"])
+def test_imagenet_encoder_init(tmp_path, layout):
+    source_net = build_model("mit_b0")
+    source_net.load_state_dict(random_b0_state(2))
+    segformer = segformer_layout(source_net)
+    payload = segformer if layout == "segformer" else mmseg_layout(segformer)
+    path = tmp_path / "mit_b0.pth"
+    torch.save(payload, path)
+    target = build_model("mit_b0")
+    report = weights.init_encoder_from_imagenet(target, path)
+    assert report.layout == layout
+    assert report.loaded == len(segformer) - 2
+    assert all("adapter" in key for key in report.not_in_file) and report.not_in_file
+    for key, value in segformer.items():
+        if not key.startswith("head."):
+            assert torch.equal(target.backbone.state_dict()[key], value), key
+
+
+def test_imagenet_init_rejects_wrong_encoder(tmp_path):
+    path = tmp_path / "mit_b1.pth"
+    torch.save(segformer_layout(build_model("mit_b1")), path)
+    with pytest.raises(WeightsError):
+        weights.init_encoder_from_imagenet(build_model("mit_b0"), path)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hmhi_cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_weights_convert_and_info(tmp_path):
+    source = tmp_path / "ckpt.pth"
+    torch.save({"network": random_b0_state()}, source)
+    target = tmp_path / "w.safetensors"
+    result = run_cli("weights", "convert", str(source), str(target), "--size", "320")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("weights", "info", str(target), "--json")
+    assert result.returncode == 0, result.stderr
+    details = json.loads(result.stdout)
+    assert details["encoder"] == "mit_b0" and details["input_size"] == 320 and details["tensors"] == 552
+    again = run_cli("weights", "convert", str(source), str(target))
+    assert again.returncode != 0 and "already exists" in again.stderr
+    missing = run_cli("weights", "info", str(tmp_path / "nope.pth"))
+    assert missing.returncode != 0
+    assert missing.stderr.strip().count("\n") == 0 and "Traceback" not in missing.stderr

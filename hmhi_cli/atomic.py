@@ -12,8 +12,18 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def _temp_path(target: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix, dir=target.parent)
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(name)
 

@@ -24,9 +24,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from hmhi_cli.cli import flow, info, weights
+    from hmhi_cli.cli import eval, flow, info, train, weights
 
-    for module in (info, weights, flow):
+    for module in (info, weights, flow, eval, train):
         module.register(app)
 
 
@@ -48,10 +48,6 @@ def main() -> None:
     except typer.Abort:
         err_console.print("[yellow]aborted[/]")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        sys.exit(exc.exit_code)

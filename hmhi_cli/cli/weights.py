@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hmhi_cli import weights as weights_lib
 from hmhi_cli.cli.common import err_console, out_console, print_json
 from hmhi_cli.errors import OutputError
 
@@ -23,6 +22,8 @@ def convert_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace TARGET if it exists."),
 ) -> None:
     """Convert weights into hmhi's safetensors format (strict check against the model)."""
+    from hmhi_cli import weights as weights_lib
+
     if target.exists() and not overwrite:
         raise OutputError(f"{target}: already exists (use --overwrite to replace it)")
     info = weights_lib.convert(source, target, input_size=size, memory_limit=memory_limit)
@@ -35,6 +36,8 @@ def info_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Show what a weights file holds: encoder, input size, memory limit, provenance."""
+    from hmhi_cli import weights as weights_lib
+
     state, _ = weights_lib.read_state_dict(path)
     info = weights_lib.describe(path)
     details = info.to_dict() | {

@@ -1,0 +1,63 @@
+"""Video and image-sequence input/output for hmhi: PyAV for every video, OpenCV for image files.
+
+Read with :func:`open_source`; write masks, cut-outs and previews with the writers; blend
+frames with :func:`composite` and :func:`overlay`.
+"""
+
+from hmhi_cli.video.compose import (
+    COLOR_NAMES,
+    DEFAULT_OVERLAY_COLOR,
+    Background,
+    Color,
+    as_uint8_mask,
+    composite,
+    overlay,
+    parse_background,
+    parse_color,
+)
+from hmhi_cli.video.source import (
+    DEFAULT_IMAGE_FPS,
+    IMAGE_SUFFIXES,
+    Frame,
+    FrameSource,
+    ImageFolderSource,
+    VideoSource,
+    clockwise_rotation,
+    natural_key,
+    open_source,
+    upright,
+)
+from hmhi_cli.video.writers import (
+    AlphaVideoWriter,
+    MaskVideoWriter,
+    OverlayVideoWriter,
+    PngSequenceWriter,
+    check_writable,
+)
+
+__all__ = [
+    "COLOR_NAMES",
+    "DEFAULT_IMAGE_FPS",
+    "DEFAULT_OVERLAY_COLOR",
+    "IMAGE_SUFFIXES",
+    "AlphaVideoWriter",
+    "Background",
+    "Color",
+    "Frame",
+    "FrameSource",
+    "ImageFolderSource",
+    "MaskVideoWriter",
+    "OverlayVideoWriter",
+    "PngSequenceWriter",
+    "VideoSource",
+    "as_uint8_mask",
+    "check_writable",
+    "clockwise_rotation",
+    "composite",
+    "natural_key",
+    "open_source",
+    "overlay",
+    "parse_background",
+    "parse_color",
+    "upright",
+]

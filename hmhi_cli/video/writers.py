@@ -1,0 +1,413 @@
+"""Output writers: mask, alpha and overlay videos (PyAV) and PNG sequences (OpenCV).
+
+Every writer is a context manager that takes one frame per ``write`` call and keeps nothing
+but the encoder's own small look-ahead in memory. Videos are written to a temporary file
+beside the target and renamed when the ``with`` block ends without error; on an exception
+the temporary file is deleted, so the target name only ever holds a finished file.
+
+Video ``write`` calls take the source frame's ``pts`` and ``duration`` (in the writer's
+``time_base``, normally the source's) so the output keeps the source timing, variable frame
+rate included. ``pts=None`` puts the frame right after the previous one; a timestamp that does
+not increase is moved one tick past the previous frame, since containers require increasing ones.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import re
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import av
+import cv2
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
+
+from hmhi_cli.atomic import atomic_path, remove_partials, write_bytes
+from hmhi_cli.errors import OutputError
+from hmhi_cli.video.compose import DEFAULT_OVERLAY_COLOR, Color, as_uint8_mask, overlay
+from hmhi_cli.video.source import FrameSource
+
+_CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+_BT709 = 1  # AVCOL_SPC / AVCOL_PRI / AVCOL_TRC value for BT.709
+
+
+def check_writable(directory: str | os.PathLike) -> Path:
+    """Create ``directory`` if needed and make sure a file can be written in it; return it as a Path.
+
+    Raises :class:`OutputError` with one line when the folder cannot be created or written.
+    """
+    folder = Path(directory)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except FileExistsError as err:
+        raise OutputError(f"cannot use {folder} as output folder: a file with that name exists") from err
+    except OSError as err:
+        raise OutputError(f"cannot write to output folder {folder}: {err.strerror or err}") from err
+    return folder
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
+class _VideoWriter(abc.ABC):
+    """Shared machinery: atomic temp file, one video stream, source timing kept frame by frame."""
+
+    allowed_suffixes: ClassVar[tuple[str, ...]]
+    codec: str
+    pix_fmt: str
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        *,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in self.allowed_suffixes:
+            allowed = ", ".join(self.allowed_suffixes)
+            raise OutputError(f"cannot write {self.path}: {type(self).__name__} writes {allowed} files")
+        if width <= 0 or height <= 0:
+            raise ValueError(f"frame size must be positive, got {width}x{height}")
+        self.width = width
+        self.height = height
+        self.fps = Fraction(fps).limit_denominator(1_001_000)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
+        self.frames_written = 0
+        self._step = max(1, round(1 / (self.fps * self.time_base)))
+        self._min_pts = 0
+        self._follow_pts = 0
+        self._durations: dict[int, int] = {}
+        self._atomic: contextlib.AbstractContextManager[Path] | None = None
+        self._container: Any = None
+        self._stream: Any = None
+
+    @classmethod
+    def for_source(cls, path: str | os.PathLike, source: FrameSource, **options: Any) -> Self:
+        """A writer with the size, frame rate and time base of ``source``."""
+        return cls(path, source.width, source.height, fps=source.fps, time_base=source.time_base, **options)
+
+    def _encoded_size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    @abc.abstractmethod
+    def _codec_options(self) -> dict[str, str]:
+        """Encoder options (quality, speed, profile)."""
+
+    @abc.abstractmethod
+    def _configure(self, stream: Any) -> None:
+        """Set the colour tags of the codec context."""
+
+    def _container_options(self) -> dict[str, str]:
+        return {}
+
+    def __enter__(self) -> Self:
+        self._atomic = atomic_path(self.path)
+        temp = self._atomic.__enter__()
+        try:
+            self._container = av.open(
+                str(temp),
+                mode="w",
+                format=_CONTAINER_FORMATS[self.path.suffix.lower()],
+                options=self._container_options(),
+            )
+            stream = self._container.add_stream(self.codec, rate=self.fps, options=self._codec_options())
+            stream.width, stream.height = self._encoded_size()
+            stream.pix_fmt = self.pix_fmt
+            stream.time_base = self.time_base
+            stream.codec_context.time_base = self.time_base
+            self._configure(stream)
+            self._stream = stream
+        except (av.FFmpegError, OSError) as err:
+            self._abandon(err)
+            raise OutputError(f"cannot write {self.path}: {_reason(err)}") from err
+        except BaseException as err:
+            self._abandon(err)
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            self._abandon(exc)
+            return
+        try:
+            self._mux(self._stream.encode(None))
+            self._container.close()
+        except (av.FFmpegError, OSError) as err:
+            self._abandon(err)
+            raise OutputError(f"cannot write {self.path}: {_reason(err)}") from err
+        except BaseException as err:
+            self._abandon(err)
+            raise
+        try:
+            self._atomic.__exit__(None, None, None)
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {_reason(err)}") from err
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Close the container and delete the temporary file after a failure."""
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+        with contextlib.suppress(BaseException):
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+
+    def _encode(self, frame: av.VideoFrame, pts: int | None, duration: int | None) -> None:
+        if self._stream is None:
+            raise RuntimeError(f"{type(self).__name__} must be used in a with-block")
+        if pts is None:
+            pts = self._follow_pts
+        elif self.frames_written and pts < self._min_pts:
+            pts = self._min_pts
+        duration = duration if duration and duration > 0 else self._step
+        frame.pts = pts
+        frame.time_base = self.time_base
+        frame.duration = duration
+        self._durations[pts] = duration
+        self._min_pts = pts + 1
+        self._follow_pts = pts + duration
+        try:
+            self._mux(self._stream.encode(frame))
+        except (av.FFmpegError, OSError) as err:
+            raise OutputError(f"cannot write {self.path}: {_reason(err)}") from err
+        self.frames_written += 1
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            packet.duration = self._durations.pop(packet.pts, self._step)
+            self._container.mux(packet)
+
+    def _check_shape(self, array: np.ndarray, channels: int | None, what: str) -> None:
+        expected = (self.height, self.width) if channels is None else (self.height, self.width, channels)
+        if array.shape != expected:
+            raise ValueError(f"{what} must have shape {expected}, got {array.shape}")
+
+
+def _rgb_frame(rgb: np.ndarray, pix_fmt: str, alpha: np.ndarray | None = None) -> av.VideoFrame:
+    """An RGB(+alpha) array as a BT.709 limited-range YUV frame of ``pix_fmt``.
+
+    swscale runs on one thread: FFmpeg 8's threaded conversion miswrites some alpha
+    samples (seen with yuva420p and yuva444p10le).
+    """
+    if alpha is None:
+        source = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
+    else:
+        source = av.VideoFrame.from_ndarray(np.dstack([rgb, alpha]).astype(np.uint8, copy=False), format="rgba")
+    return source.reformat(
+        format=pix_fmt, dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG, threads=1
+    )
+
+
+def _tag_bt709(stream: Any) -> None:
+    context = stream.codec_context
+    context.colorspace = _BT709
+    context.color_primaries = _BT709
+    context.color_trc = _BT709
+    context.color_range = ColorRange.MPEG.value
+
+
+class MaskVideoWriter(_VideoWriter):
+    """A grey mask video (255 = object) with the source's frame count and timestamps.
+
+    ``lossless=False``: H.264 (libx264, CRF 16) in ``.mp4``/``.mov``/``.mkv``. Even frame sizes use
+    yuv420p, limited range, which every player handles. H.264 4:2:0 cannot code an odd width or
+    height, so odd sizes are written as 4:0:0 grey (High profile, full range) at the exact size:
+    FFmpeg, VLC, mpv and browsers play it; some editors may not.
+    ``lossless=True``: FFV1 grey in ``.mkv``, bit-exact mask values.
+    """
+
+    allowed_suffixes = (".mp4", ".mov", ".mkv")
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        *,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+        lossless: bool = False,
+    ) -> None:
+        if lossless and Path(path).suffix.lower() != ".mkv":
+            raise OutputError(f"cannot write {path}: a lossless mask video must be .mkv")
+        super().__init__(path, width, height, fps=fps, time_base=time_base)
+        self.lossless = lossless
+        self.codec = "ffv1" if lossless else "libx264"
+        self.pix_fmt = "gray" if lossless or width % 2 or height % 2 else "yuv420p"
+
+    def _codec_options(self) -> dict[str, str]:
+        if self.lossless:
+            return {"level": "3", "slicecrc": "1"}
+        return {"crf": "16", "preset": "medium", "bf": "0"}
+
+    def _container_options(self) -> dict[str, str]:
+        return {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
+
+    def _configure(self, stream: Any) -> None:
+        stream.codec_context.color_range = (
+            ColorRange.MPEG.value if self.pix_fmt == "yuv420p" else ColorRange.JPEG.value
+        )
+
+    def write(self, mask: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
+        """Append one mask (HxW; uint8 0..255, bool, or float 0..1) at ``pts`` (source time base)."""
+        mask = as_uint8_mask(mask)
+        self._check_shape(mask, None, "mask")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(mask), format="gray")
+        if self.pix_fmt == "yuv420p":
+            frame = frame.reformat(
+                format="yuv420p", src_color_range=ColorRange.JPEG, dst_color_range=ColorRange.MPEG, threads=1
+            )
+        self._encode(frame, pts, duration)
+
+
+class AlphaVideoWriter(_VideoWriter):
+    """The source frames with a transparency matte, as straight (not premultiplied) alpha.
+
+    ``.webm``: VP9 (libvpx-vp9, yuva420p, CRF 18); FFmpeg's built-in VP9 decoder ignores the
+    alpha, decode with libvpx-vp9 to see it. ``.mov``: ProRes 4444 (prores_ks, yuva444p10le).
+    Colours are BT.709 limited range and tagged so.
+    """
+
+    allowed_suffixes = (".webm", ".mov")
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        *,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+    ) -> None:
+        super().__init__(path, width, height, fps=fps, time_base=time_base)
+        is_webm = self.path.suffix.lower() == ".webm"
+        self.codec = "libvpx-vp9" if is_webm else "prores_ks"
+        self.pix_fmt = "yuva420p" if is_webm else "yuva444p10le"
+
+    def _codec_options(self) -> dict[str, str]:
+        if self.codec == "libvpx-vp9":
+            return {"crf": "18", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
+        return {"profile": "4444", "vendor": "apl0"}
+
+    def _configure(self, stream: Any) -> None:
+        _tag_bt709(stream)
+
+    def write(
+        self, rgb: np.ndarray, alpha: np.ndarray, pts: int | None = None, duration: int | None = None
+    ) -> None:
+        """Append one HxWx3 uint8 RGB frame with its HxW matte (uint8 0..255 = opaque, bool, or float 0..1)."""
+        alpha = as_uint8_mask(alpha)
+        self._check_shape(rgb, 3, "rgb")
+        self._check_shape(alpha, None, "alpha")
+        self._encode(_rgb_frame(rgb, self.pix_fmt, alpha), pts, duration)
+
+
+class OverlayVideoWriter(_VideoWriter):
+    """A preview: the source with the mask tinted over it and outlined, H.264 yuv420p ``.mp4``.
+
+    H.264 4:2:0 needs even sizes: an odd width or height is padded by repeating the last
+    column or row, so the preview may be one pixel wider or taller than the source.
+    """
+
+    allowed_suffixes = (".mp4",)
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        *,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+        color: Color = DEFAULT_OVERLAY_COLOR,
+        opacity: float = 0.5,
+    ) -> None:
+        super().__init__(path, width, height, fps=fps, time_base=time_base)
+        self.codec = "libx264"
+        self.pix_fmt = "yuv420p"
+        self.color = color
+        self.opacity = opacity
+
+    def _encoded_size(self) -> tuple[int, int]:
+        return self.width + self.width % 2, self.height + self.height % 2
+
+    def _codec_options(self) -> dict[str, str]:
+        return {"crf": "20", "preset": "veryfast", "bf": "0"}
+
+    def _container_options(self) -> dict[str, str]:
+        return {"movflags": "+faststart"}
+
+    def _configure(self, stream: Any) -> None:
+        _tag_bt709(stream)
+
+    def write(self, rgb: np.ndarray, mask: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
+        """Append the overlay of one HxWx3 uint8 RGB frame and its HxW mask (uint8, bool or float 0..1)."""
+        self._check_shape(rgb, 3, "rgb")
+        picture = overlay(rgb, mask, self.color, self.opacity)
+        width, height = self._encoded_size()
+        if (width, height) != (self.width, self.height):
+            picture = cv2.copyMakeBorder(
+                picture, 0, height - self.height, 0, width - self.width, cv2.BORDER_REPLICATE
+            )
+        self._encode(_rgb_frame(picture, self.pix_fmt), pts, duration)
+
+
+class PngSequenceWriter:
+    """Numbered PNGs ``00000.png``, ``00001.png`` ... (DAVIS naming) in one folder, each written atomically.
+
+    Grey (HxW: masks, probability maps), RGB (HxWx3) or RGBA (HxWx4, e.g. cut-outs) uint8 arrays.
+    Because files appear only when complete, :meth:`existing` tells which frames a previous,
+    interrupted run already finished.
+    """
+
+    _NAME = re.compile(r"^(\d{5,})\.png$")
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = check_writable(folder)
+        remove_partials(self.folder)
+
+    def __enter__(self) -> PngSequenceWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def path(self, index: int) -> Path:
+        """Where frame ``index`` is written."""
+        return self.folder / f"{index:05d}.png"
+
+    def existing(self) -> set[int]:
+        """Indices of the frames already written."""
+        return {int(match.group(1)) for p in self.folder.iterdir() if (match := self._NAME.match(p.name))}
+
+    def write(self, index: int, image: np.ndarray) -> Path:
+        """Write frame ``index``; a 2-D bool or float (0..1) mask is scaled to 0..255."""
+        if image.ndim == 2:
+            pixels = as_uint8_mask(image)
+        elif image.ndim == 3 and image.shape[2] in (3, 4) and image.dtype == np.uint8:
+            conversion = cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+            pixels = cv2.cvtColor(image, conversion)
+        else:
+            raise ValueError(f"PNG frames must be HxW, HxWx3 or HxWx4 uint8, got {image.shape} {image.dtype}")
+        ok, encoded = cv2.imencode(".png", pixels)
+        if not ok:
+            raise OutputError(f"cannot encode PNG for {self.path(index)}")
+        target = self.path(index)
+        try:
+            write_bytes(target, encoded.tobytes())
+        except OSError as err:
+            raise OutputError(f"cannot write {target}: {err.strerror or err}") from err
+        return target

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from hmhi_cli.atomic import atomic_path, remove_partials, write_bytes
 from hmhi_cli.errors import InputError, OutputError, WeightsError
+from hmhi_cli.video import read_image
 
 if TYPE_CHECKING:
     from hmhi_cli.data.layouts import Sequence
@@ -451,13 +452,6 @@ class PrecomputeSummary:
     skipped: int
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"cannot read image: {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def _write_image(path: Path, rgb: np.ndarray) -> None:
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if path.suffix == ".jpg" else []
     try:
@@ -492,7 +486,7 @@ def _precompute_sequence(
 
     def frame_at(index: int) -> np.ndarray:
         if index not in decoded:
-            decoded[index] = _read_rgb(frames[index])
+            decoded[index] = read_image(frames[index])
         return decoded[index]
 
     computed = skipped = 0

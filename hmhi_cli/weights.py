@@ -99,25 +99,25 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return _read_torch_state(path), {}
 
 
-def infer_encoder(state: dict[str, torch.Tensor]) -> str:
-    """Tell the encoder from the first patch embedding's width."""
+def infer_encoder(state: dict[str, torch.Tensor], source: str = "weights") -> str:
+    """Tell the encoder from the last patch embedding's width."""
     key = "backbone.patch_embed4.proj.weight"
     if key not in state:
-        raise WeightsError(f"not an HMHI-Net state dict: '{key}' is missing")
+        raise WeightsError(f"{source}: not an HMHI-Net state dict ('{key}' is missing)")
     width = state[key].shape[0]
     for name, config in CONFIGS.items():
         if config.widths[3] == width:
             return name
-    raise WeightsError(f"unknown encoder width {width} in '{key}'")
+    raise WeightsError(f"{source}: unknown encoder width {width} in '{key}'")
 
 
 def describe(path: str | os.PathLike) -> WeightsInfo:
     """Read what a weights file records without building the network."""
     state, metadata = read_state_dict(path)
-    return _info_from(state, metadata)
+    return _info_from(state, metadata, str(path))
 
 
-def _info_from(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> WeightsInfo:
+def _info_from(state: dict[str, torch.Tensor], metadata: dict[str, str], source: str) -> WeightsInfo:
     if metadata.get("format") == FORMAT_NAME:
         return WeightsInfo(
             encoder=metadata["encoder"],
@@ -127,7 +127,7 @@ def _info_from(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> Weig
             provenance=json.loads(metadata.get("provenance", "{}")),
         )
     return WeightsInfo(
-        encoder=infer_encoder(state),
+        encoder=infer_encoder(state, source),
         input_size=PUBLISHED_INPUT_SIZE,
         memory_limit=PUBLISHED_MEMORY_LIMIT,
         source_format="published-checkpoint" if not metadata else "safetensors",
@@ -159,7 +159,7 @@ def load_into(net: HMHINet, state: dict[str, torch.Tensor], source: str) -> None
 def load_weights(path: str | os.PathLike, memory_limit: int | None = None) -> tuple[HMHINet, WeightsInfo]:
     """Build the network a weights file describes and load it (eval mode)."""
     state, metadata = read_state_dict(path)
-    info = _info_from(state, metadata)
+    info = _info_from(state, metadata, str(path))
     net = build_model(info.encoder, memory_limit=memory_limit or info.memory_limit)
     load_into(net, state, str(path))
     return net, info

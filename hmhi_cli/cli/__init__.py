@@ -24,9 +24,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from hmhi_cli.cli import eval, flow, info, train, weights
+    from hmhi_cli.cli import eval, flow, info, segment, train, weights
 
-    for module in (info, weights, flow, eval, train):
+    for module in (segment, eval, flow, train, weights, info):
         module.register(app)
 
 

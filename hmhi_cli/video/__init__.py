@@ -25,6 +25,7 @@ from hmhi_cli.video.source import (
     clockwise_rotation,
     natural_key,
     open_source,
+    read_image,
     upright,
 )
 from hmhi_cli.video.writers import (
@@ -32,6 +33,7 @@ from hmhi_cli.video.writers import (
     MaskVideoWriter,
     OverlayVideoWriter,
     PngSequenceWriter,
+    RgbVideoWriter,
     check_writable,
 )
 
@@ -49,6 +51,7 @@ __all__ = [
     "MaskVideoWriter",
     "OverlayVideoWriter",
     "PngSequenceWriter",
+    "RgbVideoWriter",
     "VideoSource",
     "as_uint8_mask",
     "check_writable",
@@ -59,5 +62,6 @@ __all__ = [
     "overlay",
     "parse_background",
     "parse_color",
+    "read_image",
     "upright",
 ]

@@ -341,7 +341,7 @@ class ImageFolderSource(FrameSource):
         self.paths = sorted((p for p in images if p.is_file()), key=lambda p: natural_key(p.name))
         if not self.paths:
             raise InputError(f"no images (.jpg, .jpeg, .png) in folder {folder}")
-        first = _read_image(self.paths[0])
+        first = read_image(self.paths[0])
         self.height, self.width = first.shape[:2]
         self.fps = rate
         self.time_base = 1 / rate
@@ -352,14 +352,14 @@ class ImageFolderSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
-            rgb = _read_image(path)
+            rgb = read_image(path)
             if rgb.shape[:2] != (self.height, self.width):
                 size = f"{rgb.shape[1]}x{rgb.shape[0]}"
                 raise InputError(f"{path}: image is {size} but the folder's first image is {self.width}x{self.height}")
             yield Frame(index=index, rgb=rgb, pts=index, duration=1, time_base=self.time_base)
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     """Read an image file as upright RGB uint8 (EXIF orientation applied, 16-bit reduced to 8-bit)."""
     try:
         data = np.fromfile(path, dtype=np.uint8)

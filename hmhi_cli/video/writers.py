@@ -315,31 +315,16 @@ class AlphaVideoWriter(_VideoWriter):
         self._encode(_rgb_frame(rgb, self.pix_fmt, alpha), pts, duration)
 
 
-class OverlayVideoWriter(_VideoWriter):
-    """A preview: the source with the mask tinted over it and outlined, H.264 yuv420p ``.mp4``.
+class RgbVideoWriter(_VideoWriter):
+    """Plain RGB frames (e.g. a cut-out composited on a background), H.264 yuv420p ``.mp4``.
 
     H.264 4:2:0 needs even sizes: an odd width or height is padded by repeating the last
-    column or row, so the preview may be one pixel wider or taller than the source.
+    column or row, so the video may be one pixel wider or taller than the source.
     """
 
     allowed_suffixes = (".mp4",)
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        width: int,
-        height: int,
-        *,
-        fps: Fraction | float = Fraction(25),
-        time_base: Fraction | None = None,
-        color: Color = DEFAULT_OVERLAY_COLOR,
-        opacity: float = 0.5,
-    ) -> None:
-        super().__init__(path, width, height, fps=fps, time_base=time_base)
-        self.codec = "libx264"
-        self.pix_fmt = "yuv420p"
-        self.color = color
-        self.opacity = opacity
+    codec = "libx264"
+    pix_fmt = "yuv420p"
 
     def _encoded_size(self) -> tuple[int, int]:
         return self.width + self.width % 2, self.height + self.height % 2
@@ -353,16 +338,37 @@ class OverlayVideoWriter(_VideoWriter):
     def _configure(self, stream: Any) -> None:
         _tag_bt709(stream)
 
+    def write(self, rgb: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
+        """Append one HxWx3 uint8 RGB frame."""
+        self._check_shape(rgb, 3, "rgb")
+        width, height = self._encoded_size()
+        if (width, height) != (self.width, self.height):
+            rgb = cv2.copyMakeBorder(rgb, 0, height - self.height, 0, width - self.width, cv2.BORDER_REPLICATE)
+        self._encode(_rgb_frame(rgb, self.pix_fmt), pts, duration)
+
+
+class OverlayVideoWriter(RgbVideoWriter):
+    """A preview: the source with the mask tinted over it and outlined, H.264 yuv420p ``.mp4``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        *,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+        color: Color = DEFAULT_OVERLAY_COLOR,
+        opacity: float = 0.5,
+    ) -> None:
+        super().__init__(path, width, height, fps=fps, time_base=time_base)
+        self.color = color
+        self.opacity = opacity
+
     def write(self, rgb: np.ndarray, mask: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
         """Append the overlay of one HxWx3 uint8 RGB frame and its HxW mask (uint8, bool or float 0..1)."""
         self._check_shape(rgb, 3, "rgb")
-        picture = overlay(rgb, mask, self.color, self.opacity)
-        width, height = self._encoded_size()
-        if (width, height) != (self.width, self.height):
-            picture = cv2.copyMakeBorder(
-                picture, 0, height - self.height, 0, width - self.width, cv2.BORDER_REPLICATE
-            )
-        self._encode(_rgb_frame(picture, self.pix_fmt), pts, duration)
+        super().write(overlay(rgb, mask, self.color, self.opacity), pts, duration)
 
 
 class PngSequenceWriter:

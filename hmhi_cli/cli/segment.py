@@ -1,0 +1,76 @@
+"""``hmhi segment``: cut the main moving object out of a video."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from hmhi_cli.cli.common import err_console, print_json, progress
+
+
+class FlowChoice(str, Enum):
+    raft_large = "raft-large"
+    raft_small = "raft-small"
+    dis = "dis"
+    auto = "auto"
+
+
+class DeviceChoice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (soft PNG), mask-video "
+             "(mask.mp4, or mask.mkv with --lossless), alpha (RGBA PNGs + alpha.webm + alpha.mov, or "
+             "composite.mp4 with --background), overlay (overlay.mp4). Default: masks,mask-video.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("segment")
+    def segment_command(
+        source: str = typer.Argument(..., help="Video file, folder of images, or - for a video on stdin."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+        save: list[str] = typer.Option(["masks,mask-video"], "--save", help=SAVE_HELP),
+        weights: Path = typer.Option(None, "--weights", help="Weights file (default: the embedded weights)."),
+        size: int = typer.Option(None, "--size", help="Model input size S (default: the weights' own, 512 for published)."),
+        threshold: float = typer.Option(0.5, "--threshold", help="Foreground probability threshold for masks."),
+        device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device"),
+        flow: FlowChoice = typer.Option(FlowChoice.auto, "--flow", help="Optical flow backend."),
+        raft_weights: Path = typer.Option(None, "--raft-weights", help="RAFT weights file (torchvision's .pth)."),
+        flow_dir: Path = typer.Option(None, "--flow-dir", help="Precomputed flow images, one per frame, in frame order."),
+        memory_limit: int = typer.Option(None, "--memory-limit", help="Frames kept in memory (default: the weights')."),
+        lossless: bool = typer.Option(False, "--lossless", help="Write mask.mkv (FFV1) instead of mask.mp4."),
+        background: str = typer.Option(None, "--background", help="Colour (green, #00ff00, 0,255,0) or image: composite instead of alpha."),
+        fps: float = typer.Option(None, "--fps", help="Frame rate of an image-folder input (default 25)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+        as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes on stderr."),
+    ) -> None:
+        """Cut the main moving object out of a video: masks, soft maps, mask video, mattes, overlay."""
+        from hmhi_cli.segment import SegmentOptions, segment_video
+
+        outputs = tuple(dict.fromkeys(item.strip() for entry in save for item in entry.split(",") if item.strip()))
+        options = SegmentOptions(
+            outputs=outputs, weights=weights, size=size, memory_limit=memory_limit, threshold=threshold,
+            device=device.value, flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless,
+            background=background, overwrite=overwrite, fps=fps,
+        )
+        with progress(quiet) as bar:
+            task = bar.add_task("segmenting", total=None)
+
+            def on_start(frame_count: int | None, _duration: float | None) -> None:
+                bar.update(task, total=frame_count)
+
+            def on_info(message: str) -> None:
+                if not quiet:
+                    err_console.print(message, highlight=False)
+
+            result = segment_video(source, out, options, on_start=on_start,
+                                   on_frame=lambda done: bar.update(task, completed=done), on_info=on_info)
+        if as_json:
+            print_json(result.to_dict())
+        elif not quiet:
+            err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> {out}", highlight=False)

@@ -1,0 +1,172 @@
+"""Run HMHI-Net over a stream of frames: flow, model input, memory, probability maps.
+
+This is the engine behind ``hmhi segment``, ``hmhi eval --weights`` and validation during
+training. Memory use does not grow with the number of frames.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from hmhi_cli.atomic import write_bytes
+from hmhi_cli.data.layouts import load_dataset
+from hmhi_cli.errors import InputError, OutputError, WeightsError
+from hmhi_cli.flow import FlowEstimator, flow_images, flow_targets
+from hmhi_cli.model import HMHINet
+from hmhi_cli.video import read_image
+from hmhi_cli.model.inputs import logits_to_probability, to_model_input
+from hmhi_cli.weights import WeightsInfo, default_weights_path, load_weights
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, summed over frames (``flow`` includes decoding the frames)."""
+
+    flow: float = 0.0
+    model: float = 0.0
+    frames: int = 0
+
+    def to_dict(self) -> dict:
+        per_frame = max(self.frames, 1)
+        return {"frames": self.frames, "flow_s": round(self.flow, 4), "model_s": round(self.model, 4),
+                "flow_s_per_frame": round(self.flow / per_frame, 4), "model_s_per_frame": round(self.model / per_frame, 4)}
+
+
+@dataclass
+class SegmentedFrame:
+    """One frame's result: the source frame, its flow image and the foreground probability."""
+
+    index: int
+    rgb: np.ndarray
+    flow_rgb: np.ndarray
+    probability: np.ndarray
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise WeightsError("--device cuda was asked for, but no CUDA device is available")
+    return torch.device(device)
+
+
+def load_segmentation_weights(path: str | Path | None, memory_limit: int | None = None) -> tuple[HMHINet, WeightsInfo, Path]:
+    """Load ``path``, or the embedded default weights when ``path`` is None."""
+    if path is None:
+        path = default_weights_path()
+        if not path.is_file():
+            raise WeightsError(
+                f"no trained weights are present ({path} is missing); pass --weights FILE "
+                "(a published HMHI-Net checkpoint or an hmhi .safetensors file)")
+    net, info = load_weights(path, memory_limit=memory_limit)
+    return net, info, Path(path)
+
+
+@dataclass
+class Segmenter:
+    """Segments one video at a time with a loaded network and a flow estimator."""
+
+    net: HMHINet
+    estimator: FlowEstimator
+    size: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    times: StageTimes = field(default_factory=StageTimes)
+
+    def __post_init__(self) -> None:
+        if self.size % 32 or self.size < 32:
+            raise ValueError(f"model input size must be a positive multiple of 32, got {self.size}")
+        self.net = self.net.to(self.device).eval()
+
+    def run(self, frames: Iterable[np.ndarray], flows: Iterable[np.ndarray] | None = None) -> Iterator[SegmentedFrame]:
+        """Yield one :class:`SegmentedFrame` per input frame (RGB uint8 HxWx3), in order.
+
+        ``flows``, when given, are precomputed flow images (one per frame) used instead of
+        estimating flow.
+        """
+        stream = self.net.stream()
+        pairs = self._with_flow(frames, flows)
+        for index, (rgb, flow_rgb) in enumerate(pairs):
+            start = time.perf_counter()
+            image = to_model_input(rgb, self.size).unsqueeze(0).to(self.device)
+            flow = to_model_input(flow_rgb, self.size).unsqueeze(0).to(self.device)
+            with torch.inference_mode():
+                logits = stream.step(image, flow)
+            probability = logits_to_probability(logits, rgb.shape[0], rgb.shape[1])
+            self.times.model += time.perf_counter() - start
+            self.times.frames += 1
+            yield SegmentedFrame(index, rgb, flow_rgb, probability)
+
+    def _with_flow(self, frames: Iterable[np.ndarray], flows: Iterable[np.ndarray] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if flows is not None:
+            yield from zip(frames, flows, strict=True)
+            return
+        iterator = iter(flow_images(frames, self.estimator))
+        while True:
+            start = time.perf_counter()
+            item = next(iterator, None)
+            self.times.flow += time.perf_counter() - start
+            if item is None:
+                return
+            yield item.frame, item.flow_rgb
+
+
+def binarize(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """HxW probability -> HxW uint8 mask, 255 where probability > threshold."""
+    return np.where(probability > threshold, 255, 0).astype(np.uint8)
+
+
+def to_uint8(probability: np.ndarray) -> np.ndarray:
+    """HxW probability in [0, 1] -> HxW uint8 0..255."""
+    return np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)
+
+
+def segment_dataset(net: HMHINet, root: str | Path, out_dir: Path, size: int, estimator: FlowEstimator | None,
+                    sequences: list[str] | None = None, flow_root: Path | None = None,
+                    device: torch.device | None = None,
+                    on_frame: Callable[[str, int, int], None] | None = None) -> StageTimes:
+    """Write ``out_dir/<seq>/<frame>.png`` soft maps (probability x 255) for every sequence of a dataset.
+
+    Sequences whose maps all exist already are skipped, so an interrupted run resumes.
+    ``flow_root`` (the ``--out`` of ``hmhi flow precompute``) supplies precomputed flow images
+    instead of ``estimator``. ``on_frame(sequence, done, total)`` reports progress.
+    """
+    segmenter = Segmenter(net, estimator, size, device or torch.device("cpu"))
+    for sequence in load_dataset(root, sequences=sequences):
+        targets = [out_dir / sequence.name / f"{frame.stem}.png" for frame in sequence.frames]
+        if all(target.is_file() for target in targets):
+            continue
+        frames = (read_image(path) for path in sequence.frames)
+        flows = None
+        if flow_root is not None:
+            paths = [_precomputed_flow(sequence, frame, flow_root) for frame in sequence.frames]
+            flows = (read_image(path) for path in paths)
+        for result in segmenter.run(frames, flows):
+            write_png(targets[result.index], to_uint8(result.probability))
+            if on_frame:
+                on_frame(sequence.name, result.index + 1, len(targets))
+    return segmenter.times
+
+
+def _precomputed_flow(sequence, frame: Path, flow_root: Path) -> Path:
+    for image_format in ("jpg", "png"):
+        path = flow_targets(sequence, frame, flow_root, image_format).image
+        if path.is_file():
+            return path
+    raise InputError(f"no precomputed flow for {sequence.name}/{frame.name} under {flow_root}; "
+                     "run 'hmhi flow precompute' first")
+
+
+def write_png(path: Path, grey: np.ndarray) -> None:
+    """Write a single-channel uint8 PNG atomically."""
+    ok, data = cv2.imencode(".png", grey)
+    if not ok:
+        raise OutputError(f"could not encode {path}")
+    write_bytes(path, data.tobytes())

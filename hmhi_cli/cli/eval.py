@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -11,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hmhi_cli.cli.common import err_console, print_json, progress
+from hmhi_cli.errors import InputError
 
 if TYPE_CHECKING:
     from hmhi_cli.evaluation import EvaluationResult, SequenceResult
@@ -89,7 +92,19 @@ def _warn_missing(missing: list[str]) -> None:
 def eval_command(
     dataset: Dataset = typer.Option(..., "--dataset", help="Benchmark protocol: davis16 (J and F), fbms or ytobj (J)."),
     root: Path = typer.Option(..., "--root", help="Dataset root (DAVIS, FBMS, YouTube-Objects or reference layout)."),
-    pred: Path = typer.Option(..., "--pred", help="Predicted masks or soft maps: PRED/<sequence>/<frame>.png."),
+    pred: Optional[Path] = typer.Option(
+        None, "--pred", help="Predicted masks or soft maps: PRED/<sequence>/<frame>.png (written there with --weights)."
+    ),
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", help="Run the model on the dataset first (predictions go to --pred, or a temporary folder)."
+    ),
+    size: Optional[int] = typer.Option(None, "--size", help="Model input size with --weights (default: the weights')."),
+    flow: str = typer.Option("auto", "--flow", help="Flow backend with --weights: raft-large, raft-small, dis, auto."),
+    raft_weights: Optional[Path] = typer.Option(None, "--raft-weights", help="RAFT weights file."),
+    flow_dir: Optional[Path] = typer.Option(
+        None, "--flow-dir", help="Use flow images from 'hmhi flow precompute --out DIR' instead of computing flow."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (with --weights)."),
     sequences: Optional[str] = typer.Option(
         None, "--sequences", help="Comma-separated sequence names (default: the dataset's evaluation list)."
     ),
@@ -103,12 +118,48 @@ def eval_command(
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per sequence plus a mean row."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the table shows only the mean row."),
 ) -> None:
-    """Score predicted masks against a benchmark's ground truth (DAVIS toolkit protocol)."""
+    """Score predicted masks against a benchmark's ground truth (DAVIS toolkit protocol).
+
+    With --weights, segment the dataset first: one command from checkpoint to table.
+    """
     from hmhi_cli.evaluation import evaluate
 
     names = None
     if sequences is not None:
         names = [name.strip() for name in sequences.split(",") if name.strip()]
+    if pred is None and weights is None:
+        raise InputError("pass --pred PRED (predictions to score) or --weights W (segment the dataset first)")
+    with contextlib.ExitStack() as stack:
+        if weights is not None:
+            pred = pred or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hmhi-eval-")))
+            _predict(root, pred, names, weights, size, flow, raft_weights, flow_dir, device, quiet)
+        _score(evaluate, root, pred, dataset, names, all_frames, metrics, json_path, csv_path, quiet)
+
+
+def _predict(root: Path, pred: Path, names: list[str] | None, weights: Path, size: int | None, flow: str,
+             raft_weights: Path | None, flow_dir: Path | None, device: str, quiet: bool) -> None:
+    """Segment every sequence of the dataset into ``pred`` (resumable)."""
+    from hmhi_cli.flow import resolve_flow_backend
+    from hmhi_cli.inference import load_segmentation_weights, resolve_device, segment_dataset
+
+    net, info, _ = load_segmentation_weights(weights)
+    torch_device = resolve_device(device)
+    estimator = None if flow_dir else resolve_flow_backend(flow, raft_weights, torch_device.type)
+    if not quiet:
+        err_console.print(f"segmenting with {weights.name} ({info.encoder}, input {size or info.input_size}), "
+                          f"flow {'precomputed' if flow_dir else estimator.name} -> {pred}", highlight=False)
+    with progress(quiet) as bars:
+        task = bars.add_task("segmenting", total=None)
+
+        def show(sequence: str, done: int, total: int) -> None:
+            bars.update(task, completed=done, total=total, description=f"segmenting {sequence}")
+
+        segment_dataset(net, root, pred, size or info.input_size, estimator, sequences=names, flow_root=flow_dir,
+                        device=torch_device, on_frame=show)
+
+
+def _score(evaluate, root: Path, pred: Path, dataset: Dataset, names: list[str] | None, all_frames: bool,
+           metrics: MetricSet, json_path: Path | None, csv_path: Path | None, quiet: bool) -> None:
     with progress(quiet) as bars:
         task = bars.add_task("evaluating", total=None)
 

@@ -1,0 +1,1 @@
+"""Training and fine-tuning HMHI-Net (the paper's recipe as defaults)."""

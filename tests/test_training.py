@@ -1,0 +1,106 @@
+"""Training: a few steps on synthetic clips, loss goes down, resume repeats the next step exactly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hmhi_cli.training.data import ClipSampler, DatasetSpec
+from hmhi_cli.training.loss import LossWeights, clip_loss, dice_loss
+from hmhi_cli.training.trainer import Trainer, TrainConfig, learning_rate
+
+DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis16-dev"
+
+
+def tiny_config(out: Path, **overrides) -> TrainConfig:
+    settings = dict(out_dir=out, encoder="mit_b0", size=64, clip_length=3, batch_size=2, steps=4, lr=1e-3,
+                    synthetic_fraction=1.0, checkpoint_every=2, seed=3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_dice_and_clip_loss_by_hand():
+    logits = torch.tensor([[[[10.0, -10.0], [-10.0, -10.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    assert dice_loss(logits, target).item() == pytest.approx(0.0, abs=1e-4)
+    assert dice_loss(-logits, target).item() == pytest.approx(1 - 1 / (3 + 1 + 1), abs=1e-3)
+    confident = clip_loss(logits[None], target[None])
+    wrong = clip_loss(-logits[None], target[None])
+    assert confident.item() < 1e-3 < wrong.item()
+    zero = torch.zeros(1, 2, 1, 2, 2)
+    bce = torch.log(torch.tensor(2.0))
+    focal = 0.25 * 0.25 * bce * 0.5 + 0.75 * 0.25 * bce * 0.5
+    dice = 1 - (2 * 0.5 * 2 + 1) / (2 + 2 + 1)
+    expected_per_frame = 20 * (focal + 0.5 * bce) + dice
+    target_half = torch.tensor([1.0, 1.0, 0.0, 0.0]).view(1, 1, 1, 2, 2).expand(1, 2, 1, 2, 2)
+    assert clip_loss(zero, target_half).item() == pytest.approx(2 * expected_per_frame.item(), rel=1e-5)
+    assert LossWeights().focal == 20.0
+
+
+def test_learning_rate_schedule():
+    config = tiny_config(Path("unused"), warmup_steps=10, steps=110, lr=1.0, cosine=True)
+    assert learning_rate(config, 0) == pytest.approx(0.1)
+    assert learning_rate(config, 9) == pytest.approx(1.0)
+    assert learning_rate(config, 10) == pytest.approx(1.0)
+    assert learning_rate(config, 110) == pytest.approx(0.05)
+    assert learning_rate(tiny_config(Path("unused")), 50) == pytest.approx(1e-3)
+
+
+def test_sampler_is_deterministic_per_step():
+    sampler = ClipSampler([], size=64, clip_length=3, synthetic_fraction=1.0, seed=1)
+    first, again, other = sampler.batch(5, 2), sampler.batch(5, 2), sampler.batch(6, 2)
+    assert first.images.shape == (2, 3, 3, 64, 64) and first.masks.shape == (2, 3, 1, 64, 64)
+    assert torch.equal(first.images, again.images) and torch.equal(first.flows, again.flows)
+    assert not torch.equal(first.images, other.images)
+    assert set(first.masks.unique().tolist()) <= {0.0, 1.0} and first.masks.sum() > 0
+
+
+@pytest.mark.skipif(not DAVIS.exists(), reason="../shared/davis16-dev absent")
+def test_sampler_reads_real_clips_in_order():
+    sampler = ClipSampler([DatasetSpec(DAVIS, sequences=("blackswan",))], size=64, clip_length=5,
+                          synthetic_fraction=0.0, seed=0)
+    batch = sampler.batch(0, 1)
+    assert batch.images.shape == (1, 5, 3, 64, 64)
+    assert 0.02 < batch.masks.mean().item() < 0.6, "blackswan's swan covers part of the frame"
+
+
+def test_loss_decreases_and_resume_repeats_the_next_step(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(tiny_config(tmp_path / "run", steps=12, clip_length=2, checkpoint_every=6), log=lambda m: None)
+    losses = []
+    trainer.run(lambda record: losses.append(record.loss))
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+    pointer = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
+    assert pointer["step"] == 12
+
+    resumed = Trainer(tiny_config(tmp_path / "run", steps=12, clip_length=2, checkpoint_every=6), log=lambda m: None)
+    resumed.resume(tmp_path / "run")
+    assert resumed.step == 12
+    for name, value in resumed.net.state_dict().items():
+        assert torch.equal(value, trainer.net.state_dict()[name]), name
+    after_original = trainer.train_step()
+    after_resumed = resumed.train_step()
+    assert after_resumed.loss == pytest.approx(after_original.loss, rel=1e-6)
+    for name, value in resumed.net.state_dict().items():
+        torch.testing.assert_close(value, trainer.net.state_dict()[name], rtol=1e-5, atol=1e-6)
+
+
+def test_cli_train_then_resume(tmp_path):
+    run = tmp_path / "cli-run"
+    base = [sys.executable, "-m", "hmhi_cli", "train", "--out", str(run), "--encoder", "mit_b0", "--size", "64",
+            "--clip-length", "2", "--batch-size", "1", "--synthetic", "1.0", "--checkpoint-every", "2"]
+    first = subprocess.run(base + ["--steps", "2"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    refused = subprocess.run(base + ["--steps", "3"], capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "--resume" in refused.stderr and "Traceback" not in refused.stderr
+    second = subprocess.run(base + ["--steps", "3", "--resume"], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "resumed at step 2" in second.stderr
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 3
+    assert (run / "checkpoints" / "step_0000003.safetensors").is_file()

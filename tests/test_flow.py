@@ -344,8 +344,8 @@ def test_precompute_resumes_after_interruption(davis_tree, monkeypatch):
     stale.write_bytes(b"half")
 
     decoded = []
-    real_read = flowlib._read_rgb
-    monkeypatch.setattr(flowlib, "_read_rgb", lambda path: decoded.append(path) or real_read(path))
+    real_read = flowlib.read_image
+    monkeypatch.setattr(flowlib, "read_image", lambda path: decoded.append(path) or real_read(path))
     counting = CountingEstimator()
     second = precompute_flow(sequences, davis_tree, counting)
     assert (second.computed, second.skipped, counting.calls) == (2, 5, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,16 @@ def test_cli_train_then_resume(tmp_path):
     assert "resumed at step 2" in second.stderr
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 3
     assert (run / "checkpoints" / "step_0000003.safetensors").is_file()
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "hmhi_cli", "train", "--out", str(run), "--encoder", "mit_b0", "--size", "64",
+               "--clip-length", "2", "--batch-size", "1", "--synthetic", "1.0", "--steps", "2",
+               "--checkpoint-every", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("finished at step 2") == 1, "only rank 0 reports"
+    assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2

@@ -36,18 +36,22 @@ def _train(out: Path, data: list[str], encoder: str, size: int, steps: int, batc
     trainer = Trainer(config, validate=validate, log=lambda message: err_console.print(message, highlight=False))
     if resume:
         trainer.resume(out)
-    with progress(quiet) as bar:
+    with progress(quiet or trainer.rank != 0) as bar:
         task = bar.add_task("training", total=steps, completed=trainer.step)
 
         def on_step(record) -> None:
             bar.update(task, completed=record.step, description=f"training loss {record.loss:.3f}")
-            if bar.disable and not quiet and (record.step % LOG_EVERY == 0 or record.step == steps):
+            if trainer.rank == 0 and bar.disable and not quiet and (record.step % LOG_EVERY == 0 or record.step == steps):
                 remaining = (steps - record.step) * record.seconds
                 err_console.print(f"step {record.step}/{steps} loss {record.loss:.4f} lr {record.lr:.2e} "
                                   f"{record.seconds:.2f} s/step, about {remaining / 60:.0f} min left", highlight=False)
 
-        final = trainer.run(on_step)
-    err_console.print(f"finished at step {trainer.step}; weights: {final}")
+        try:
+            final = trainer.run(on_step)
+        finally:
+            trainer.close()
+    if trainer.rank == 0:
+        err_console.print(f"finished at step {trainer.step}; weights: {final}")
 
 
 def register(app: typer.Typer) -> None:

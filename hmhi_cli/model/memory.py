@@ -182,8 +182,9 @@ class LevelMemory(nn.Module):
         def cross() -> Attention:
             return RotaryAttention(dim, dropout=dropout) if sparse else Attention(dim, dropout=dropout)
 
-        # Present in published checkpoints but never called: the read-out uses its own copy.
-        self.cross_attention = cross()
+        # Present in published checkpoints but never called (the read-out uses its own copy):
+        # kept for strict loading, frozen so that training and DDP ignore it.
+        self.cross_attention = cross().requires_grad_(False)
         self.memory_encoder = MemoryEncoder(dim, mask_hidden, mask_stride)
         layer = MemoryLayer(dim, ffn_dim, cross(), pos_at_self_attn=not sparse, pos_at_cross_keys=not sparse,
                             dropout=dropout)

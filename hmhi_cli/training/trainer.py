@@ -217,6 +217,11 @@ class Trainer:
                 final = self.save_checkpoint()
         return final
 
+    def close(self) -> None:
+        """End the process group this trainer started (torchrun), if any."""
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
     def _validate(self, step: int) -> None:
         scores = self.validate(self.net)
         self.net.train()

@@ -1,0 +1,136 @@
+"""End-to-end ``hmhi segment`` speed per flow backend at 480p, and peak memory for a short and a
+10x longer clip (memory must not grow with video length).
+
+    .venv/bin/python benchmarks/bench_segment.py [--frames 12] [--encoder mit_b1 --size 512]
+
+Clips are made from ../shared/davis16-dev frames (looped for the long clip) and encoded to
+H.264 854x480. Model weights are random (speed does not depend on their values); RAFT runs with
+random weights too, saved to a temporary file, since no download is possible here.
+Every measurement runs the real CLI in a fresh process; peak memory is that process's max RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DAVIS = ROOT.parent / "shared" / "davis16-dev" / "JPEGImages" / "480p"
+
+
+def make_clip(path: Path, frames: int) -> Path:
+    sources = sorted((DAVIS / "breakdance").glob("*.jpg"))
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24, options={"crf": "20"})
+        stream.width, stream.height, stream.pix_fmt = 854, 480, "yuv420p"
+        for index in range(frames):
+            cycle = index // len(sources)
+            position = index % len(sources)
+            if cycle % 2:
+                position = len(sources) - 1 - position
+            rgb = cv2.cvtColor(cv2.imread(str(sources[position])), cv2.COLOR_BGR2RGB)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+# Runs the CLI and records the process's own peak resident memory in the file $HMHI_BENCH_RSS.
+CLI_WITH_PEAK_MEMORY = """
+import os, resource, sys
+from hmhi_cli.cli import main
+sys.argv = ["hmhi", *sys.argv[1:]]
+try:
+    main()
+finally:
+    with open(os.environ["HMHI_BENCH_RSS"], "w") as handle:
+        handle.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def run_segment(clip: Path, out: Path, weights: Path, flow: str, raft_weights: Path | None) -> dict:
+    args = [sys.executable, "-c", CLI_WITH_PEAK_MEMORY, "segment", str(clip), "-o", str(out),
+            "--weights", str(weights), "--flow", flow, "--json", "-q", "--overwrite"]
+    if raft_weights:
+        args += ["--raft-weights", str(raft_weights)]
+    rss_file = out.parent / f"{out.name}.rss"
+    start = time.perf_counter()
+    result = subprocess.run(args, capture_output=True, text=True, check=False,
+                            env={**os.environ, "HMHI_BENCH_RSS": str(rss_file)})
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(result.stderr)
+    summary = json.loads(result.stdout)
+    summary["wall_s"] = wall
+    summary["peak_rss_mib"] = int(rss_file.read_text()) / 1024
+    return summary
+
+
+def random_weights(folder: Path, encoder: str, size: int) -> Path:
+    from hmhi_cli.model import build_model
+    from hmhi_cli.weights import save_weights
+
+    torch.manual_seed(0)
+    path = folder / f"{encoder}_{size}.safetensors"
+    save_weights(build_model(encoder), path, input_size=size, provenance={"benchmark": "random weights"})
+    return path
+
+
+def random_raft(folder: Path, variant: str) -> Path:
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    path = folder / f"{variant}.pth"
+    torch.save((raft_large if variant == "raft-large" else raft_small)(weights=None).state_dict(), path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=12, help="frames of the speed clip and of the short memory clip")
+    parser.add_argument("--encoder", default="mit_b1")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--flows", nargs="+", default=["dis", "raft-small", "raft-large"])
+    parser.add_argument("--memory-encoder", default="mit_b0", help="encoder for the short/long memory runs")
+    parser.add_argument("--memory-size", type=int, default=256)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hmhi-bench-") as tmp:
+        tmp = Path(tmp)
+        weights = random_weights(tmp, args.encoder, args.size)
+        clip = make_clip(tmp / "clip.mp4", args.frames)
+        print(f"end to end, 854x480 in, {args.encoder} S={args.size}, {args.frames} frames, "
+              f"{torch.get_num_threads()} threads")
+        print(f"{'flow':11} {'fps':>6} {'s/frame':>8} {'decode+flow s/f':>16} {'model s/f':>10} {'other s/f':>10} {'peak MiB':>9}")
+        for flow in args.flows:
+            raft = random_raft(tmp, flow) if flow.startswith("raft") else None
+            r = run_segment(clip, tmp / f"out-{flow}", weights, flow, raft)
+            frames = r["frames"]
+            stages = r["stages"]
+            other = r["seconds"] / frames - stages["flow_s_per_frame"] - stages["model_s_per_frame"]
+            print(f"{flow:11} {frames / r['seconds']:>6.2f} {r['seconds'] / frames:>8.3f} "
+                  f"{stages['flow_s_per_frame']:>16.3f} {stages['model_s_per_frame']:>10.3f} {other:>10.3f} "
+                  f"{r['peak_rss_mib']:>9.0f}")
+        small = random_weights(tmp, args.memory_encoder, args.memory_size)
+        short_clip = make_clip(tmp / "short.mp4", args.frames)
+        long_clip = make_clip(tmp / "long.mp4", 10 * args.frames)
+        short = run_segment(short_clip, tmp / "short", small, "dis", None)
+        long = run_segment(long_clip, tmp / "long", small, "dis", None)
+        print(f"memory ({args.memory_encoder} S={args.memory_size}, dis, all outputs default): "
+              f"{short['frames']} frames {short['peak_rss_mib']:.0f} MiB, {long['frames']} frames "
+              f"{long['peak_rss_mib']:.0f} MiB, ratio {long['peak_rss_mib'] / short['peak_rss_mib']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+class FlowBackend(str, Enum):
+    """Optical-flow backends offered by every command that computes flow."""
+
+    auto = "auto"
+    raft_large = "raft-large"
+    raft_small = "raft-small"
+    dis = "dis"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
 
 err_console = Console(stderr=True)
 out_console = Console()

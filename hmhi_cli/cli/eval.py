@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hmhi_cli.cli.common import err_console, print_json, progress
+from hmhi_cli.cli.common import Device, FlowBackend, err_console, print_json, progress
 from hmhi_cli.errors import InputError
 
 if TYPE_CHECKING:
@@ -99,12 +99,12 @@ def eval_command(
         None, "--weights", help="Run the model on the dataset first (predictions go to --pred, or a temporary folder)."
     ),
     size: Optional[int] = typer.Option(None, "--size", help="Model input size with --weights (default: the weights')."),
-    flow: str = typer.Option("auto", "--flow", help="Flow backend with --weights: raft-large, raft-small, dis, auto."),
+    flow: FlowBackend = typer.Option(FlowBackend.auto, "--flow", help="Flow backend with --weights."),
     raft_weights: Optional[Path] = typer.Option(None, "--raft-weights", help="RAFT weights file."),
     flow_dir: Optional[Path] = typer.Option(
         None, "--flow-dir", help="Use flow images from 'hmhi flow precompute --out DIR' instead of computing flow."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (with --weights)."),
+    device: Device = typer.Option(Device.auto, "--device", help="Compute device with --weights."),
     sequences: Optional[str] = typer.Option(
         None, "--sequences", help="Comma-separated sequence names (default: the dataset's evaluation list)."
     ),
@@ -132,7 +132,7 @@ def eval_command(
     with contextlib.ExitStack() as stack:
         if weights is not None:
             pred = pred or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hmhi-eval-")))
-            _predict(root, pred, names, weights, size, flow, raft_weights, flow_dir, device, quiet)
+            _predict(root, pred, names, weights, size, flow.value, raft_weights, flow_dir, device.value, quiet)
         _score(evaluate, root, pred, dataset, names, all_frames, metrics, json_path, csv_path, quiet)
 
 

@@ -8,25 +8,12 @@ from typing import Optional
 
 import typer
 
-from hmhi_cli.cli.common import err_console, progress
-
-
-class FlowBackend(str, Enum):
-    auto = "auto"
-    raft_large = "raft-large"
-    raft_small = "raft-small"
-    dis = "dis"
+from hmhi_cli.cli.common import Device, FlowBackend, err_console, progress
 
 
 class ImageFormat(str, Enum):
     jpg = "jpg"
     png = "png"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 def precompute(

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from hmhi_cli.cli.common import err_console, print_json, progress
-
-
-class FlowChoice(str, Enum):
-    raft_large = "raft-large"
-    raft_small = "raft-small"
-    dis = "dis"
-    auto = "auto"
-
-
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+from hmhi_cli.cli.common import Device, FlowBackend, err_console, print_json, progress
 
 
 SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (soft PNG), mask-video "
@@ -37,8 +23,8 @@ def register(app: typer.Typer) -> None:
         weights: Path = typer.Option(None, "--weights", help="Weights file (default: the embedded weights)."),
         size: int = typer.Option(None, "--size", help="Model input size S (default: the weights' own, 512 for published)."),
         threshold: float = typer.Option(0.5, "--threshold", help="Foreground probability threshold for masks."),
-        device: DeviceChoice = typer.Option(DeviceChoice.auto, "--device"),
-        flow: FlowChoice = typer.Option(FlowChoice.auto, "--flow", help="Optical flow backend."),
+        device: Device = typer.Option(Device.auto, "--device"),
+        flow: FlowBackend = typer.Option(FlowBackend.auto, "--flow", help="Optical flow backend."),
         raft_weights: Path = typer.Option(None, "--raft-weights", help="RAFT weights file (torchvision's .pth)."),
         flow_dir: Path = typer.Option(None, "--flow-dir", help="Precomputed flow images, one per frame, in frame order."),
         memory_limit: int = typer.Option(None, "--memory-limit", help="Frames kept in memory (default: the weights')."),

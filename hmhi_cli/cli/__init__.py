@@ -33,21 +33,24 @@ def _register_commands() -> None:
 _register_commands()
 
 
+INTERRUPTED = 130
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app(standalone_mode=False)
+        # Non-standalone mode returns the exit code of typer.Exit, and of Ctrl-C (130).
+        exit_code = app(standalone_mode=False)
     except HmhiError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]")
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except typer.Abort:
         err_console.print("[yellow]aborted[/]")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing argument
         exc.show()
         sys.exit(exc.exit_code)
+    if exit_code == INTERRUPTED:
+        err_console.print("[yellow]interrupted[/]")
+    if isinstance(exit_code, int) and exit_code:
+        sys.exit(exit_code)

@@ -6,6 +6,8 @@ training. Memory use does not grow with the number of frames.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,23 +22,30 @@ from hmhi_cli.data.layouts import load_dataset
 from hmhi_cli.errors import InputError, OutputError, WeightsError
 from hmhi_cli.flow import FlowEstimator, flow_images, flow_targets
 from hmhi_cli.model import HMHINet
-from hmhi_cli.video import read_image
 from hmhi_cli.model.inputs import logits_to_probability, to_model_input
+from hmhi_cli.pipeline import run_ahead
+from hmhi_cli.video import read_image
 from hmhi_cli.weights import WeightsInfo, default_weights_path, load_weights
 
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage, summed over frames (``flow`` includes decoding the frames)."""
+    """Seconds spent per stage, summed over frames (``flow`` includes decoding the frames).
+
+    The stages run in parallel threads, so they can add up to more than the wall time.
+    """
 
     flow: float = 0.0
     model: float = 0.0
+    encode: float = 0.0
     frames: int = 0
 
     def to_dict(self) -> dict:
         per_frame = max(self.frames, 1)
-        return {"frames": self.frames, "flow_s": round(self.flow, 4), "model_s": round(self.model, 4),
-                "flow_s_per_frame": round(self.flow / per_frame, 4), "model_s_per_frame": round(self.model / per_frame, 4)}
+        stages = {"decode_flow": self.flow, "model": self.model, "encode": self.encode}
+        return {"frames": self.frames,
+                **{f"{name}_s": round(value, 4) for name, value in stages.items()},
+                **{f"{name}_s_per_frame": round(value / per_frame, 4) for name, value in stages.items()}}
 
 
 @dataclass
@@ -47,6 +56,20 @@ class SegmentedFrame:
     rgb: np.ndarray
     flow_rgb: np.ndarray
     probability: np.ndarray
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for the model: bf16 on CPU (AVX-512/AMX) or CUDA, fp16 on CUDA only."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError("--precision fp16 needs CUDA; use bf16 on the CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -78,35 +101,24 @@ class Segmenter:
     estimator: FlowEstimator
     size: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
     times: StageTimes = field(default_factory=StageTimes)
 
     def __post_init__(self) -> None:
         if self.size % 32 or self.size < 32:
             raise ValueError(f"model input size must be a positive multiple of 32, got {self.size}")
         self.net = self.net.to(self.device).eval()
+        self._autocast = autocast(self.device, self.precision)
 
-    def run(self, frames: Iterable[np.ndarray], flows: Iterable[np.ndarray] | None = None) -> Iterator[SegmentedFrame]:
-        """Yield one :class:`SegmentedFrame` per input frame (RGB uint8 HxWx3), in order.
-
-        ``flows``, when given, are precomputed flow images (one per frame) used instead of
-        estimating flow.
-        """
-        stream = self.net.stream()
-        pairs = self._with_flow(frames, flows)
-        for index, (rgb, flow_rgb) in enumerate(pairs):
-            start = time.perf_counter()
-            image = to_model_input(rgb, self.size).unsqueeze(0).to(self.device)
-            flow = to_model_input(flow_rgb, self.size).unsqueeze(0).to(self.device)
-            with torch.inference_mode():
-                logits = stream.step(image, flow)
-            probability = logits_to_probability(logits, rgb.shape[0], rgb.shape[1])
-            self.times.model += time.perf_counter() - start
-            self.times.frames += 1
-            yield SegmentedFrame(index, rgb, flow_rgb, probability)
-
-    def _with_flow(self, frames: Iterable[np.ndarray], flows: Iterable[np.ndarray] | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def pairs(self, frames: Iterable[np.ndarray], flows: Iterable[np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each frame (RGB uint8 HxWx3) with its flow image: estimated (flow from t to t+1), or
+        taken from ``flows`` (precomputed flow images, one per frame)."""
         if flows is not None:
-            yield from zip(frames, flows, strict=True)
+            count = 0
+            for count, pair in enumerate(itertools.zip_longest(frames, flows), start=1):
+                if pair[0] is None or pair[1] is None:
+                    raise InputError(f"precomputed flow images do not match the frames (they differ at frame {count - 1})")
+                yield pair
             return
         iterator = iter(flow_images(frames, self.estimator))
         while True:
@@ -116,6 +128,20 @@ class Segmenter:
             if item is None:
                 return
             yield item.frame, item.flow_rgb
+
+    def run(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[SegmentedFrame]:
+        """Yield one :class:`SegmentedFrame` per (frame, flow image) pair, in order."""
+        stream = self.net.stream()
+        for index, (rgb, flow_rgb) in enumerate(pairs):
+            start = time.perf_counter()
+            image = to_model_input(rgb, self.size).unsqueeze(0).to(self.device)
+            flow = to_model_input(flow_rgb, self.size).unsqueeze(0).to(self.device)
+            with torch.inference_mode(), self._autocast:
+                logits = stream.step(image, flow)
+            probability = logits_to_probability(logits, rgb.shape[0], rgb.shape[1])
+            self.times.model += time.perf_counter() - start
+            self.times.frames += 1
+            yield SegmentedFrame(index, rgb, flow_rgb, probability)
 
 
 def binarize(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -130,7 +156,7 @@ def to_uint8(probability: np.ndarray) -> np.ndarray:
 
 def segment_dataset(net: HMHINet, root: str | Path, out_dir: Path, size: int, estimator: FlowEstimator | None,
                     sequences: list[str] | None = None, flow_root: Path | None = None,
-                    device: torch.device | None = None,
+                    device: torch.device | None = None, precision: str = "fp32",
                     on_frame: Callable[[str, int, int], None] | None = None) -> StageTimes:
     """Write ``out_dir/<seq>/<frame>.png`` soft maps (probability x 255) for every sequence of a dataset.
 
@@ -138,7 +164,7 @@ def segment_dataset(net: HMHINet, root: str | Path, out_dir: Path, size: int, es
     ``flow_root`` (the ``--out`` of ``hmhi flow precompute``) supplies precomputed flow images
     instead of ``estimator``. ``on_frame(sequence, done, total)`` reports progress.
     """
-    segmenter = Segmenter(net, estimator, size, device or torch.device("cpu"))
+    segmenter = Segmenter(net, estimator, size, device or torch.device("cpu"), precision)
     for sequence in load_dataset(root, sequences=sequences):
         targets = [out_dir / sequence.name / f"{frame.stem}.png" for frame in sequence.frames]
         if all(target.is_file() for target in targets):
@@ -148,7 +174,7 @@ def segment_dataset(net: HMHINet, root: str | Path, out_dir: Path, size: int, es
         if flow_root is not None:
             paths = [_precomputed_flow(sequence, frame, flow_root) for frame in sequence.frames]
             flows = (read_image(path) for path in paths)
-        for result in segmenter.run(frames, flows):
+        for result in segmenter.run(run_ahead(segmenter.pairs(frames, flows))):
             write_png(targets[result.index], to_uint8(result.probability))
             if on_frame:
                 on_frame(sequence.name, result.index + 1, len(targets))

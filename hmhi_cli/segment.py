@@ -20,7 +20,15 @@ import numpy as np
 from hmhi_cli.data.layouts import list_images
 from hmhi_cli.errors import InputError, OutputError
 from hmhi_cli.flow import resolve_flow_backend
-from hmhi_cli.inference import Segmenter, binarize, load_segmentation_weights, resolve_device, to_uint8
+from hmhi_cli.inference import (
+    SegmentedFrame,
+    Segmenter,
+    binarize,
+    load_segmentation_weights,
+    resolve_device,
+    to_uint8,
+)
+from hmhi_cli.pipeline import Worker, run_ahead
 from hmhi_cli.video import (
     AlphaVideoWriter,
     Frame,
@@ -49,6 +57,7 @@ class SegmentOptions:
     memory_limit: int | None = None
     threshold: float = 0.5
     device: str = "auto"
+    precision: str = "fp32"
     flow: str = "auto"
     raft_weights: Path | None = None
     flow_dir: Path | None = None
@@ -83,6 +92,7 @@ class SegmentResult:
     input_size: int
     flow: str
     device: str
+    precision: str
     seconds: float
     stages: dict = field(default_factory=dict)
 
@@ -157,20 +167,21 @@ def segment_video(source_spec: str | Path, out_dir: str | Path, options: Segment
         if existing and not options.overwrite:
             raise OutputError(f"output exists: {existing[0]}" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
                               + "; pass --overwrite to replace")
-        check_writable(out_dir)
-        for path in paths.values():
-            shutil.rmtree(_staging_folder(path), ignore_errors=True)
         background = parse_background(options.background) if options.background else None
         net, info, weights_path = load_segmentation_weights(options.weights, options.memory_limit)
         size = options.size or info.input_size
         device = resolve_device(options.device)
         estimator = resolve_flow_backend(options.flow, options.raft_weights, device.type) if options.flow_dir is None else None
+        segmenter = Segmenter(net, estimator, size, device, options.precision)
         flow_name = "precomputed" if estimator is None else estimator.name
+        check_writable(out_dir)
+        for path in paths.values():
+            shutil.rmtree(_staging_folder(path), ignore_errors=True)
         if on_info:
-            on_info(f"weights {weights_path.name} ({info.encoder}, input {size}), flow {flow_name}, device {device}")
+            on_info(f"weights {weights_path.name} ({info.encoder}, input {size}, {options.precision}), "
+                    f"flow {flow_name}, device {device}")
         if on_start:
             on_start(source.frame_count, source.duration_seconds)
-        segmenter = Segmenter(net, estimator, size, device)
         timing: dict[int, Frame] = {}
 
         def frames() -> Iterator[np.ndarray]:
@@ -178,24 +189,28 @@ def segment_video(source_spec: str | Path, out_dir: str | Path, options: Segment
                 timing[frame.index] = frame
                 yield frame.rgb
 
+        def write(result: SegmentedFrame) -> None:
+            start = time.perf_counter()
+            _write_frame(writers, timing.pop(result.index), result.probability, options.threshold, background)
+            segmenter.times.encode += time.perf_counter() - start
+            if on_frame:
+                on_frame(result.index + 1)
+
         flows = _precomputed_flows(options.flow_dir) if options.flow_dir else None
-        count = 0
         with contextlib.ExitStack() as stack:
             writers = _open_writers(stack, paths, source)
-            for result in segmenter.run(frames(), flows):
-                frame = timing.pop(result.index)
-                _write_frame(writers, frame, result.probability, options.threshold, background)
-                count += 1
-                if on_frame:
-                    on_frame(count)
-        if count == 0:
-            raise InputError(f"{source.label}: no frames decoded")
+            encoder = stack.enter_context(Worker(write, name="hmhi-encode"))
+            for result in segmenter.run(run_ahead(segmenter.pairs(frames(), flows), name="hmhi-decode-flow")):
+                encoder.submit(result)
+            count = segmenter.times.frames
+            if count == 0:
+                raise InputError(f"{source.label}: no frames decoded")
     seconds = time.perf_counter() - started
     return SegmentResult(
         input=source.label, frames=count, width=source.width, height=source.height, fps=float(source.fps),
         variable_frame_rate=source.is_vfr, outputs={kind: str(path) for kind, path in paths.items()},
         weights=str(weights_path), encoder=info.encoder, input_size=size, flow=flow_name, device=str(device),
-        seconds=round(seconds, 3), stages=segmenter.times.to_dict(),
+        precision=options.precision, seconds=round(seconds, 3), stages=segmenter.times.to_dict(),
     )
 
 

@@ -126,3 +126,28 @@ def test_training_mode_is_stochastic_and_differentiable():
     net.eval()
     with torch.no_grad():
         torch.testing.assert_close(net.forward_clip(images, flows), net.forward_clip(images, flows))
+
+
+def test_reference_kernels_also_match_fixture(fixture_arrays):
+    net = build_model("mit_b1").use_fast_kernels(False)
+    net.load_state_dict(deterministic_state_dict(), strict=True)
+    images, flows = clip_inputs(fixture_arrays)
+    with torch.no_grad():
+        logits = net.forward_clip(images, flows)
+    assert_close("reference-kernel logits", logits[0, :, 0], fixture_arrays["logits"])
+
+
+def test_sparse_top_k_equals_masked_reference_values_and_gradients():
+    from hmhi_cli.model.attention import QUERY_CHUNK, reference_attention, sparse_top_k_attention
+
+    torch.manual_seed(0)
+    q = torch.randn(2, 2, QUERY_CHUNK + 37, 16, requires_grad=True)
+    k = torch.randn(2, 2, 300, 16, requires_grad=True)
+    v = torch.randn(2, 2, 300, 8, requires_grad=True)
+    fast = sparse_top_k_attention(q, k, v, top_k=50)
+    reference = reference_attention(q, k, v, top_k=50)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    fast_grads = torch.autograd.grad(fast.square().sum(), (q, k, v))
+    reference_grads = torch.autograd.grad(reference.square().sum(), (q, k, v))
+    for ours, theirs in zip(fast_grads, reference_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)

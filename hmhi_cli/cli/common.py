@@ -19,6 +19,14 @@ class FlowBackend(str, Enum):
     dis = "dis"
 
 
+class Precision(str, Enum):
+    """Arithmetic of the model: fp32, or mixed bf16 (CPU or CUDA) / fp16 (CUDA)."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"

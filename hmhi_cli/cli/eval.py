@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hmhi_cli.cli.common import Device, FlowBackend, err_console, print_json, progress
+from hmhi_cli.cli.common import Device, FlowBackend, Precision, err_console, print_json, progress
 from hmhi_cli.errors import InputError
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ def eval_command(
         None, "--flow-dir", help="Use flow images from 'hmhi flow precompute --out DIR' instead of computing flow."
     ),
     device: Device = typer.Option(Device.auto, "--device", help="Compute device with --weights."),
+    precision: Precision = typer.Option(Precision.fp32, "--precision", help="Model arithmetic with --weights."),
     sequences: Optional[str] = typer.Option(
         None, "--sequences", help="Comma-separated sequence names (default: the dataset's evaluation list)."
     ),
@@ -132,12 +133,12 @@ def eval_command(
     with contextlib.ExitStack() as stack:
         if weights is not None:
             pred = pred or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hmhi-eval-")))
-            _predict(root, pred, names, weights, size, flow.value, raft_weights, flow_dir, device.value, quiet)
+            _predict(root, pred, names, weights, size, flow.value, raft_weights, flow_dir, device.value, precision.value, quiet)
         _score(evaluate, root, pred, dataset, names, all_frames, metrics, json_path, csv_path, quiet)
 
 
 def _predict(root: Path, pred: Path, names: list[str] | None, weights: Path, size: int | None, flow: str,
-             raft_weights: Path | None, flow_dir: Path | None, device: str, quiet: bool) -> None:
+             raft_weights: Path | None, flow_dir: Path | None, device: str, precision: str, quiet: bool) -> None:
     """Segment every sequence of the dataset into ``pred`` (resumable)."""
     from hmhi_cli.flow import resolve_flow_backend
     from hmhi_cli.inference import load_segmentation_weights, resolve_device, segment_dataset
@@ -155,7 +156,7 @@ def _predict(root: Path, pred: Path, names: list[str] | None, weights: Path, siz
             bars.update(task, completed=done, total=total, description=f"segmenting {sequence}")
 
         segment_dataset(net, root, pred, size or info.input_size, estimator, sequences=names, flow_root=flow_dir,
-                        device=torch_device, on_frame=show)
+                        device=torch_device, precision=precision, on_frame=show)
 
 
 def _score(evaluate, root: Path, pred: Path, dataset: Dataset, names: list[str] | None, all_frames: bool,

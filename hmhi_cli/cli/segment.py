@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hmhi_cli.cli.common import Device, FlowBackend, err_console, print_json, progress
+from hmhi_cli.cli.common import Device, FlowBackend, Precision, err_console, print_json, progress
 
 
 SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (soft PNG), mask-video "
@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(None, "--size", help="Model input size S (default: the weights' own, 512 for published)."),
         threshold: float = typer.Option(0.5, "--threshold", help="Foreground probability threshold for masks."),
         device: Device = typer.Option(Device.auto, "--device"),
+        precision: Precision = typer.Option(Precision.fp32, "--precision", help="bf16: faster on CPUs with AVX-512 BF16/AMX and on CUDA; fp16: CUDA."),
         flow: FlowBackend = typer.Option(FlowBackend.auto, "--flow", help="Optical flow backend."),
         raft_weights: Path = typer.Option(None, "--raft-weights", help="RAFT weights file (torchvision's .pth)."),
         flow_dir: Path = typer.Option(None, "--flow-dir", help="Precomputed flow images, one per frame, in frame order."),
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
         outputs = tuple(dict.fromkeys(item.strip() for entry in save for item in entry.split(",") if item.strip()))
         options = SegmentOptions(
             outputs=outputs, weights=weights, size=size, memory_limit=memory_limit, threshold=threshold,
-            device=device.value, flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless,
+            device=device.value, precision=precision.value, flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless,
             background=background, overwrite=overwrite, fps=fps,
         )
         with progress(quiet) as bar:

@@ -28,27 +28,33 @@ def _sine_table(channels: int, height: int, width: int, temperature: float = 100
     return torch.cat([pos_y, pos_x], dim=2).permute(2, 0, 1).contiguous()
 
 
+@lru_cache(maxsize=64)
+def _sine_table_on(channels: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    return _sine_table(channels, height, width).to(device=device, dtype=dtype)
+
+
 def sine_position(channels: int, height: int, width: int, like: Tensor) -> Tensor:
-    """Normalised 2-D sine position embedding (channels, height, width), on ``like``'s device/dtype."""
-    return _sine_table(channels, height, width).to(device=like.device, dtype=like.dtype)
+    """Normalised 2-D sine position embedding (channels, height, width), on ``like``'s device/dtype
+    (cached there, so nothing is copied per frame)."""
+    return _sine_table_on(channels, height, width, like.device, like.dtype)
 
 
 @lru_cache(maxsize=32)
-def _rotary_table(head_dim: int, height: int, width: int, theta: float) -> Tensor:
+def _rotary_table(head_dim: int, height: int, width: int, theta: float, device: torch.device) -> Tensor:
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim))
     index = torch.arange(height * width)
     t_x = (index % width).float()
     t_y = torch.div(index, width, rounding_mode="floor").float()
     angles = torch.cat([torch.outer(t_x, freqs), torch.outer(t_y, freqs)], dim=-1)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.polar(torch.ones_like(angles), angles).to(device)
 
 
-def rotary_table(head_dim: int, tokens: int, theta: float = 10000.0) -> Tensor:
+def rotary_table(head_dim: int, tokens: int, theta: float = 10000.0, device: torch.device | None = None) -> Tensor:
     """Axial 2-D rotary frequencies (tokens, head_dim/2) as complex numbers, for a square grid."""
     side = math.isqrt(tokens)
     if side * side != tokens:
         raise ValueError(f"rotary attention needs a square token grid, got {tokens} tokens")
-    return _rotary_table(head_dim, side, side, theta)
+    return _rotary_table(head_dim, side, side, theta, device or torch.device("cpu"))
 
 
 def apply_rotary(x: Tensor, table: Tensor) -> Tensor:
@@ -59,20 +65,58 @@ def apply_rotary(x: Tensor, table: Tensor) -> Tensor:
     if repeats > 1:
         table = table.repeat(repeats, 1)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(pairs * table.to(x.device)).flatten(-2).type_as(x)
+    return torch.view_as_real(pairs * table).flatten(-2).type_as(x)
 
 
-def top_k_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int, dropout: float = 0.0) -> Tensor:
-    """Attention where each query keeps only its ``top_k`` highest-scoring keys (the rest get
-    zero weight), with ``torch.topk`` semantics."""
+QUERY_CHUNK = 1024
+
+
+def reference_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int | None = None, dropout: float = 0.0) -> Tensor:
+    """Attention as the reference implementation computes it: the full score matrix, top-k by
+    masking the other scores to -inf, softmax, weighted sum. Kept as the baseline."""
     scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
-    if top_k < scores.shape[-1]:
+    if top_k is not None and top_k < scores.shape[-1]:
         values, indices = scores.topk(top_k, dim=-1)
         scores = torch.full_like(scores, float("-inf")).scatter_(-1, indices, values)
     weights = torch.softmax(scores, dim=-1)
     if dropout:
         weights = F.dropout(weights, dropout)
     return weights @ v
+
+
+def sparse_top_k_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int, dropout: float = 0.0) -> Tensor:
+    """Exactly :func:`reference_attention` with ``top_k``, cheaper: the softmax runs over the
+    kept scores only and the kept values are gathered, in chunks of queries so the full score
+    matrix never exists."""
+    *batch, queries, channels = q.shape
+    q = q.reshape(-1, queries, channels)
+    k = k.reshape(-1, k.shape[-2], channels)
+    v = v.reshape(-1, v.shape[-2], v.shape[-1])
+    scale = channels ** -0.5
+    outputs = []
+    for start in range(0, queries, QUERY_CHUNK):
+        chunk = q[:, start:start + QUERY_CHUNK]
+        values, indices = (chunk @ k.transpose(-2, -1)).topk(top_k, dim=-1)
+        weights = torch.softmax(values * scale, dim=-1)
+        if dropout:
+            weights = F.dropout(weights, dropout)
+        picked = torch.gather(v, 1, indices.flatten(1).unsqueeze(-1).expand(-1, -1, v.shape[-1]))
+        picked = picked.view(-1, top_k, v.shape[-1])
+        outputs.append((weights.reshape(-1, 1, top_k) @ picked).view(chunk.shape[0], -1, v.shape[-1]))
+    return torch.cat(outputs, dim=1).view(*batch, queries, v.shape[-1])
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, top_k: int | None = None, dropout: float = 0.0,
+           fast: bool = True) -> Tensor:
+    """softmax(q k^T / sqrt(d)) v, optionally keeping each query's ``top_k`` keys only.
+
+    ``fast`` selects fused attention and the sparse top-k; otherwise the reference computation.
+    """
+    if not fast:
+        return reference_attention(q, k, v, top_k, dropout)
+    if top_k is None or top_k >= k.shape[-2]:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    return sparse_top_k_attention(q, k, v, top_k, dropout)
 
 
 class Attention(nn.Module):
@@ -86,6 +130,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
+        self.fast = True
 
     def _split(self, x: Tensor) -> Tensor:
         batch, tokens, dim = x.shape
@@ -97,11 +142,7 @@ class Attention(nn.Module):
     def forward(self, q: Tensor, k: Tensor, v: Tensor, top_k: int | None = None) -> Tensor:
         q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
         q, k = self._position(q, k)
-        dropout = self.dropout if self.training else 0.0
-        if top_k is None:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        else:
-            out = top_k_attention(q, k, v, top_k, dropout)
+        out = attend(q, k, v, top_k, self.dropout if self.training else 0.0, self.fast)
         batch, _, tokens, head_dim = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, self.heads * head_dim))
 
@@ -115,5 +156,5 @@ class RotaryAttention(Attention):
         self.theta = theta
 
     def _position(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        table = rotary_table(q.shape[-1], q.shape[-2], self.theta)
+        table = rotary_table(q.shape[-1], q.shape[-2], self.theta, q.device)
         return apply_rotary(q, table), apply_rotary(k, table)

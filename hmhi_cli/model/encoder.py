@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hmhi_cli.model.attention import attend
 from hmhi_cli.model.config import ModelConfig
 
 BLOCK_NORM_EPS = 1e-6
@@ -50,6 +51,7 @@ class EfficientAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.kv_adapter = Adapter(dim, 2 * dim)
         self.proj = nn.Linear(dim, dim)
+        self.fast = True
         if reduction > 1:
             self.sr = nn.Conv2d(dim, dim, kernel_size=reduction, stride=reduction)
             self.norm = nn.LayerNorm(dim)
@@ -66,7 +68,7 @@ class EfficientAttention(nn.Module):
         kv = add_to_flow_half(self.kv(reduced), reduced, self.kv_adapter)
         q = q.reshape(batch, tokens, self.heads, head_dim).transpose(1, 2)
         k, v = kv.reshape(batch, -1, 2, self.heads, head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attend(q, k, v, fast=self.fast)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 

@@ -53,6 +53,13 @@ class HMHINet(nn.Module):
         self.obj_to_pixel = MemoryTransformer(sgim_layer, pixel_dim)
         self.eval()
 
+    def use_fast_kernels(self, fast: bool = True) -> HMHINet:
+        """Fused attention and sparse top-k (default), or the reference computation (baseline)."""
+        for module in self.modules():
+            if hasattr(module, "fast"):
+                module.fast = fast
+        return self
+
     def encode(self, image: Tensor, flow: Tensor) -> list[Tensor]:
         """Encode frame and flow as one batch; return the four summed levels."""
         features = self.backbone(torch.cat([image, flow], dim=0))

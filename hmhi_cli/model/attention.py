@@ -86,23 +86,25 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int | None = Non
 
 def sparse_top_k_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int, dropout: float = 0.0) -> Tensor:
     """Exactly :func:`reference_attention` with ``top_k``, cheaper: the softmax runs over the
-    kept scores only and the kept values are gathered, in chunks of queries so the full score
-    matrix never exists."""
+    kept scores only, the weighted sum of the kept values is one ``embedding_bag`` (no gathered
+    copy), and queries go in chunks so the full score matrix never exists."""
     *batch, queries, channels = q.shape
     q = q.reshape(-1, queries, channels)
     k = k.reshape(-1, k.shape[-2], channels)
-    v = v.reshape(-1, v.shape[-2], v.shape[-1])
+    keys = k.shape[1]
+    values_table = v.reshape(-1, v.shape[-1])
+    offsets = (torch.arange(q.shape[0], device=q.device) * keys).view(-1, 1, 1)
     scale = channels ** -0.5
     outputs = []
     for start in range(0, queries, QUERY_CHUNK):
         chunk = q[:, start:start + QUERY_CHUNK]
-        values, indices = (chunk @ k.transpose(-2, -1)).topk(top_k, dim=-1)
-        weights = torch.softmax(values * scale, dim=-1)
+        scores, indices = (chunk @ k.transpose(-2, -1)).topk(top_k, dim=-1)
+        weights = torch.softmax(scores * scale, dim=-1)
         if dropout:
             weights = F.dropout(weights, dropout)
-        picked = torch.gather(v, 1, indices.flatten(1).unsqueeze(-1).expand(-1, -1, v.shape[-1]))
-        picked = picked.view(-1, top_k, v.shape[-1])
-        outputs.append((weights.reshape(-1, 1, top_k) @ picked).view(chunk.shape[0], -1, v.shape[-1]))
+        summed = F.embedding_bag((indices + offsets).reshape(-1, top_k), values_table,
+                                 per_sample_weights=weights.reshape(-1, top_k).to(values_table.dtype), mode="sum")
+        outputs.append(summed.view(chunk.shape[0], chunk.shape[1], -1))
     return torch.cat(outputs, dim=1).view(*batch, queries, v.shape[-1])
 
 

@@ -171,7 +171,10 @@ def segment_video(source_spec: str | Path, out_dir: str | Path, options: Segment
         net, info, weights_path = load_segmentation_weights(options.weights, options.memory_limit)
         size = options.size or info.input_size
         device = resolve_device(options.device)
-        estimator = resolve_flow_backend(options.flow, options.raft_weights, device.type) if options.flow_dir is None else None
+        estimator = None
+        if options.flow_dir is None:  # an explicitly named RAFT may be downloaded by torchvision when online
+            estimator = resolve_flow_backend(options.flow, options.raft_weights, device.type,
+                                             allow_download=options.flow != "auto")
         segmenter = Segmenter(net, estimator, size, device, options.precision)
         flow_name = "precomputed" if estimator is None else estimator.name
         check_writable(out_dir)

@@ -37,7 +37,8 @@ def precompute(
 
     shard_index, shard_count = flowlib.parse_shard(shard)
     sequences = flowlib.shard_sequences(load_dataset(root), shard_index, shard_count)
-    estimator = flowlib.resolve_flow_backend(flow.value, raft_weights, device.value)
+    estimator = flowlib.resolve_flow_backend(flow.value, raft_weights, device.value,
+                                             allow_download=flow.value != "auto")
     if not quiet:
         note = ""
         if flow is FlowBackend.auto and estimator.name == "dis":

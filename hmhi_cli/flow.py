@@ -309,7 +309,7 @@ def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
     from torchvision.utils import flow_to_image
 
     _check_flow(flow)
-    tensor = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1)
+    tensor = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1).contiguous()
     return flow_to_image(tensor).permute(1, 2, 0).contiguous().numpy()
 
 

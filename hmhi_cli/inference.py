@@ -129,13 +129,20 @@ class Segmenter:
                 return
             yield item.frame, item.flow_rgb
 
+    def _upload(self, tensor: torch.Tensor) -> torch.Tensor:
+        """(3, S, S) CPU tensor -> (1, 3, S, S) on the device; through pinned memory on CUDA so the
+        copy does not wait for the previous frame's kernels."""
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True).unsqueeze(0)
+        return tensor.unsqueeze(0)
+
     def run(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[SegmentedFrame]:
         """Yield one :class:`SegmentedFrame` per (frame, flow image) pair, in order."""
         stream = self.net.stream()
         for index, (rgb, flow_rgb) in enumerate(pairs):
             start = time.perf_counter()
-            image = to_model_input(rgb, self.size).unsqueeze(0).to(self.device)
-            flow = to_model_input(flow_rgb, self.size).unsqueeze(0).to(self.device)
+            image = self._upload(to_model_input(rgb, self.size))
+            flow = self._upload(to_model_input(flow_rgb, self.size))
             with torch.inference_mode(), self._autocast:
                 logits = stream.step(image, flow)
             probability = logits_to_probability(logits, rgb.shape[0], rgb.shape[1])

@@ -23,7 +23,6 @@ _FILE_MODE = 0o666 & ~_read_umask()
 
 def _temp_path(target: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + target.suffix, dir=target.parent)
-    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     return Path(name)
 
@@ -40,6 +39,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = _temp_path(target)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)  # writers may have recreated the file with private permissions
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

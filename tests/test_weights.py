@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 
@@ -187,3 +189,11 @@ def test_cli_weights_convert_and_info(tmp_path):
     missing = run_cli("weights", "info", str(tmp_path / "nope.pth"))
     assert missing.returncode != 0
     assert missing.stderr.strip().count("\n") == 0 and "Traceback" not in missing.stderr
+
+
+def test_saved_files_follow_the_umask_not_private_temp_permissions(tmp_path):
+    path = tmp_path / "w.safetensors"
+    weights.save_weights(build_model("mit_b0"), path, input_size=64)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -21,6 +21,7 @@ from hmhi_cli.atomic import write_bytes
 from hmhi_cli.data.layouts import load_dataset
 from hmhi_cli.errors import InputError, OutputError, WeightsError
 from hmhi_cli.flow import FlowEstimator, flow_images, flow_targets
+from hmhi_cli.flow import resolve_device as resolve_device_name
 from hmhi_cli.model import HMHINet
 from hmhi_cli.model.inputs import logits_to_probability, to_model_input
 from hmhi_cli.pipeline import run_ahead
@@ -73,12 +74,8 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise WeightsError("--device cuda was asked for, but no CUDA device is available")
-    return torch.device(device)
+    """``auto`` -> CUDA when available, else CPU (see :func:`hmhi_cli.flow.resolve_device`)."""
+    return torch.device(resolve_device_name(device))
 
 
 def load_segmentation_weights(path: str | Path | None, memory_limit: int | None = None) -> tuple[HMHINet, WeightsInfo, Path]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +119,17 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("finished at step 2") == 1, "only rank 0 reports"
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 2
+
+
+def test_palette_masks_are_read_as_the_evaluation_reads_them(tmp_path):
+    from hmhi_cli.training.data import _read_mask
+
+    image = pytest.importorskip("PIL.Image")
+    indices = np.zeros((4, 6), np.uint8)
+    indices[1:3, 2:5] = 1
+    palette = image.fromarray(indices, mode="P")
+    palette.putpalette([0, 0, 0, 128, 0, 0] + [0] * 762)
+    path = tmp_path / "00000.png"
+    palette.save(path)
+    np.testing.assert_array_equal(_read_mask(path, 4, 6), indices)
+    assert _read_mask(path, 8, 12).sum() == 4 * indices.sum()

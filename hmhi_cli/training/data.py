@@ -13,6 +13,7 @@ import torch
 from hmhi_cli.data.layouts import Sequence, load_dataset
 from hmhi_cli.data.synthetic import SyntheticClipConfig, make_clip
 from hmhi_cli.errors import InputError
+from hmhi_cli.evaluation import read_annotation
 from hmhi_cli.flow import DisFlowEstimator, FlowEstimator, flow_to_rgb
 from hmhi_cli.model.inputs import to_model_input
 from hmhi_cli.video import read_image
@@ -47,12 +48,11 @@ class ClipBatch:
 
 
 def _read_mask(path: Path, height: int, width: int) -> np.ndarray:
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise InputError(f"cannot read mask {path}")
+    """Ground truth as 0/1 at the frame's size, read as the evaluation reads it (palette PNGs too)."""
+    mask = read_annotation(path).astype(np.uint8)
     if mask.shape != (height, width):
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
-    return (mask > 127).astype(np.uint8)
+    return mask
 
 
 def photometric_distortion(frames: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:

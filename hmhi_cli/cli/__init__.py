@@ -13,6 +13,7 @@ import typer
 
 from hmhi_cli.cli.common import err_console
 from hmhi_cli.errors import HmhiError
+from hmhi_cli.runtime import keep_freed_memory
 
 app = typer.Typer(
     name="hmhi",
@@ -38,6 +39,7 @@ INTERRUPTED = 130
 
 def main() -> None:
     """Console-script entry point."""
+    keep_freed_memory()
     try:
         # Non-standalone mode returns the exit code of typer.Exit, and of Ctrl-C (130).
         exit_code = app(standalone_mode=False)

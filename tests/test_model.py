@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hmhi_cli.model import build_model
 from parity import FIXTURE, deterministic_state_dict, load_fixture, reference_layout, tolerance
@@ -137,13 +140,14 @@ def test_reference_kernels_also_match_fixture(fixture_arrays):
     assert_close("reference-kernel logits", logits[0, :, 0], fixture_arrays["logits"])
 
 
-def test_sparse_top_k_equals_masked_reference_values_and_gradients():
+@pytest.mark.parametrize("keys", [300, 3200])
+def test_sparse_top_k_equals_masked_reference_values_and_gradients(keys):
     from hmhi_cli.model.attention import QUERY_CHUNK, reference_attention, sparse_top_k_attention
 
     torch.manual_seed(0)
     q = torch.randn(2, 2, QUERY_CHUNK + 37, 16, requires_grad=True)
-    k = torch.randn(2, 2, 300, 16, requires_grad=True)
-    v = torch.randn(2, 2, 300, 8, requires_grad=True)
+    k = torch.randn(2, 2, keys, 16, requires_grad=True)
+    v = torch.randn(2, 2, keys, 8, requires_grad=True)
     fast = sparse_top_k_attention(q, k, v, top_k=50)
     reference = reference_attention(q, k, v, top_k=50)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
@@ -151,3 +155,74 @@ def test_sparse_top_k_equals_masked_reference_values_and_gradients():
     reference_grads = torch.autograd.grad(reference.square().sum(), (q, k, v))
     for ours, theirs in zip(fast_grads, reference_grads):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_row_top_k_finds_the_same_entries_as_topk():
+    from hmhi_cli.model.attention import row_top_k
+
+    torch.manual_seed(0)
+    scores = torch.randn(3, 70, 4096)
+    scores[0, 0, :64] = 100 + torch.arange(64.0)  # all winners in one place
+    scores[1, 1, ::64] = 100 + torch.arange(64.0)  # all winners in one interleaved group
+    values, indices = row_top_k(scores, 50)
+    expected_values, expected_indices = scores.topk(50, dim=-1)
+    assert torch.equal(values.sort(-1).values, expected_values.sort(-1).values)
+    assert torch.equal(indices.sort(-1).values, expected_indices.sort(-1).values)
+
+
+@pytest.mark.parametrize("batch, in_channels, out_channels, height, width, bias", [
+    (1, 128, 128, 16, 16, True), (2, 8, 5, 7, 10, True), (1, 3, 4, 1, 1, False), (1, 16, 16, 9, 4, True),
+])
+def test_winograd_equals_direct_convolution(batch, in_channels, out_channels, height, width, bias):
+    from hmhi_cli.model.winograd import transform_filter, winograd_conv3x3
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+    x = torch.randn(batch, in_channels, height, width)
+    with torch.no_grad():
+        direct = conv(x)
+        winograd = winograd_conv3x3(x, transform_filter(conv.weight), conv.bias)
+        first = in_channels // 3
+        parts = winograd_conv3x3([x[:, :first], x[:, first:]], transform_filter(conv.weight, (first, in_channels - first)),
+                                 conv.bias)
+    assert winograd.shape == direct.shape and winograd.is_contiguous()
+    atol = 2e-5 * direct.abs().max().item()
+    torch.testing.assert_close(winograd, direct, rtol=0, atol=atol)
+    torch.testing.assert_close(parts, direct, rtol=0, atol=atol)
+
+
+def test_decoder_conv_uses_winograd_only_in_float32_inference():
+    import hmhi_cli.model.decoder as decoder
+
+    torch.manual_seed(0)
+    conv = decoder.Conv(128, 128, 3)
+    x = torch.randn(1, 128, 12, 12)
+    with mock.patch.object(decoder, "winograd_conv3x3", wraps=decoder.winograd_conv3x3) as winograd:
+        with torch.no_grad():
+            fast = conv(x)
+            from_parts = conv([x[:, :100], x[:, 100:]])
+        assert winograd.call_count == 2
+        direct = conv(x).detach()  # autograd on: direct convolution
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(x)
+        assert winograd.call_count == 2
+        with torch.no_grad():
+            conv.conv.weight.mul_(2)  # the cached filter transform must follow the weights
+            doubled = conv(x)
+            conv.conv.weight.div_(2)
+            expected = F.relu(2 * conv.conv(x) - conv.conv.bias.view(1, -1, 1, 1))
+        assert winograd.call_count == 3
+    torch.testing.assert_close(fast, direct, rtol=0, atol=2e-5 * direct.abs().max().item())
+    torch.testing.assert_close(from_parts, direct, rtol=0, atol=2e-5 * direct.abs().max().item())
+    torch.testing.assert_close(doubled, expected, rtol=0, atol=2e-5 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("shape, scale", [((1, 4, 16, 16), 2), ((2, 3, 7, 5), 4), ((1, 1, 1, 3), 2)])
+def test_matrix_bicubic_upsampling_equals_interpolate(shape, scale):
+    from hmhi_cli.model.ops import upsample_bicubic
+
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    expected = F.interpolate(x, scale_factor=scale, mode="bicubic")
+    torch.testing.assert_close(upsample_bicubic(x, scale), expected, rtol=0, atol=1e-5)
+    assert torch.equal(upsample_bicubic(x, scale, fast=False), expected)

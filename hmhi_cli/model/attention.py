@@ -68,7 +68,29 @@ def apply_rotary(x: Tensor, table: Tensor) -> Tensor:
     return torch.view_as_real(pairs * table).flatten(-2).type_as(x)
 
 
-QUERY_CHUNK = 1024
+QUERY_CHUNK = 256
+TOP_K_GROUP_SIZE = 16
+
+
+def row_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest entries of each row and their indices, in no particular order: the same
+    set as ``scores.topk(k)``, found faster on long rows.
+
+    The row is split into ``n / 16`` interleaved groups of 16 entries. Each of the k largest
+    entries lies in a group whose maximum is at least the k-th largest entry, and there are at
+    most k such groups, so the k groups with the largest maxima hold all of them: ``topk`` then
+    runs over ``n / 16`` group maxima and ``16 k`` candidates instead of ``n`` entries.
+    """
+    length = scores.shape[-1]
+    groups = length // TOP_K_GROUP_SIZE
+    if length % TOP_K_GROUP_SIZE or groups < 4 * k:
+        return scores.topk(k, dim=-1, sorted=False)
+    maxima = scores.unflatten(-1, (TOP_K_GROUP_SIZE, groups)).amax(-2)
+    best_groups = maxima.topk(k, dim=-1, sorted=False).indices
+    members = torch.arange(0, length, groups, device=scores.device)
+    candidates = (best_groups.unsqueeze(-1) + members).flatten(-2)
+    values, chosen = scores.gather(-1, candidates).topk(k, dim=-1, sorted=False)
+    return values, candidates.gather(-1, chosen)
 
 
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int | None = None, dropout: float = 0.0) -> Tensor:
@@ -85,8 +107,8 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int | None = Non
 
 
 def sparse_top_k_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int, dropout: float = 0.0) -> Tensor:
-    """Exactly :func:`reference_attention` with ``top_k``, cheaper: the softmax runs over the
-    kept scores only, the weighted sum of the kept values is one ``embedding_bag`` (no gathered
+    """Exactly :func:`reference_attention` with ``top_k``, cheaper: top-k through group maxima
+    (:func:`row_top_k`), the softmax over the kept scores only, the weighted sum of the kept values is one ``embedding_bag`` (no gathered
     copy), and queries go in chunks so the full score matrix never exists."""
     *batch, queries, channels = q.shape
     q = q.reshape(-1, queries, channels)
@@ -98,7 +120,7 @@ def sparse_top_k_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int, dropout:
     outputs = []
     for start in range(0, queries, QUERY_CHUNK):
         chunk = q[:, start:start + QUERY_CHUNK]
-        scores, indices = (chunk @ k.transpose(-2, -1)).topk(top_k, dim=-1)
+        scores, indices = row_top_k(chunk @ k.transpose(-2, -1), top_k)
         weights = torch.softmax(scores * scale, dim=-1)
         if dropout:
             weights = F.dropout(weights, dropout)

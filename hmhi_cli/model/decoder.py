@@ -6,19 +6,50 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hmhi_cli.model.ops import upsample_bicubic
+from hmhi_cli.model.winograd import transform_filter, winograd_conv3x3
+
+
+WINOGRAD_MIN_CHANNELS = 128
+
 
 class Conv(nn.Module):
-    """A convolution, optionally followed by ReLU (parameters under ``.conv``)."""
+    """A convolution, optionally followed by ReLU (parameters under ``.conv``).
+
+    With ``fast`` set, wide 3x3 convolutions run as Winograd F(4x4, 3x3) in float32 CPU
+    inference (2.25x fewer multiplications, same result up to rounding).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, groups: int = 1,
                  relu: bool = True):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, groups=groups)
         self.relu = relu
+        self.fast = True
+        self.winograd = (kernel == 3 and stride == 1 and groups == 1
+                         and min(in_channels, out_channels) >= WINOGRAD_MIN_CHANNELS)
+        self._filter_points: list[Tensor] = []
+        self._filter_key: tuple | None = None
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)
-        return F.relu(x) if self.relu else x
+    def _use_winograd(self, x: Tensor) -> bool:
+        return (self.fast and self.winograd and x.device.type == "cpu" and x.dtype == torch.float32
+                and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"))
+
+    def _winograd_filter(self, splits: tuple[int, ...]) -> list[Tensor]:
+        weight = self.conv.weight
+        key = (weight.data_ptr(), weight._version, weight.dtype, splits)
+        if key != self._filter_key:
+            self._filter_points, self._filter_key = transform_filter(weight, splits), key
+        return self._filter_points
+
+    def forward(self, x: Tensor | list[Tensor]) -> Tensor:
+        """``x``: the input, or a list of tensors whose channels concatenated are the input."""
+        parts = [x] if isinstance(x, Tensor) else x
+        if self._use_winograd(parts[0]):
+            x = winograd_conv3x3(parts, self._winograd_filter(tuple(p.shape[1] for p in parts)), self.conv.bias)
+        else:
+            x = self.conv(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+        return F.relu(x, inplace=True) if self.relu else x
 
 
 class CBAM(nn.Module):
@@ -50,12 +81,12 @@ class CBAMDecoder(nn.Module):
             self.add_module(f"blend{step}", Conv(dim if step == 1 else 2 * dim, dim, 3))
             self.add_module(f"cbam{step}", CBAM(dim))
         self.predictor = Conv(dim, 1, 3, relu=False)
+        self.fast = True
 
     def forward(self, levels: list[Tensor]) -> Tensor:
         x = self.cbam1(self.blend1(self.conv1(levels[3])))
         for step in range(2, 5):
-            up = F.interpolate(x, scale_factor=2, mode="bicubic")
+            up = upsample_bicubic(x, 2, self.fast)
             lateral = getattr(self, f"conv{step}")(levels[4 - step])
-            x = torch.cat([lateral, up], dim=1)
-            x = getattr(self, f"cbam{step}")(getattr(self, f"blend{step}")(x))
+            x = getattr(self, f"cbam{step}")(getattr(self, f"blend{step}")([lateral, up]))
         return self.predictor(x)

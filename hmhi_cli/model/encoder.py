@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from hmhi_cli.model.attention import attend
 from hmhi_cli.model.config import ModelConfig
+from hmhi_cli.model.ops import add_to_half, gelu_fresh
 
 BLOCK_NORM_EPS = 1e-6
 
@@ -30,13 +31,13 @@ class Adapter(nn.Module):
         self.up_proj = nn.Linear(dim // 2, out_dim or dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.up_proj(F.relu(self.down_proj(self.adapter_layer_norm_before(x))))
+        return self.up_proj(F.relu(self.down_proj(self.adapter_layer_norm_before(x)), inplace=True))
 
 
 def add_to_flow_half(values: Tensor, source: Tensor, adapter: Callable[[Tensor], Tensor]) -> Tensor:
-    """Add ``adapter(source's flow half)`` to the flow half (second half of the batch) of ``values``."""
-    half = values.shape[0] // 2
-    return torch.cat([values[:half], values[half:] + adapter(source[half:])], dim=0)
+    """Add ``adapter(source's flow half)`` to the flow half (second half of the batch) of
+    ``values``, a fresh tensor (updated in place when autograd is off)."""
+    return add_to_half(values, adapter(source[source.shape[0] // 2:]))
 
 
 class EfficientAttention(nn.Module):
@@ -95,7 +96,7 @@ class MixFFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
-        return self.fc2(F.gelu(self.dwconv(self.fc1(x), height, width)))
+        return self.fc2(gelu_fresh(self.dwconv(self.fc1(x), height, width)))
 
 
 class DropPath(nn.Module):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmhi_cli.model.attention import Attention, RotaryAttention, sine_position
+from hmhi_cli.model.ops import gelu_fresh
 
 
 class LayerNorm2d(nn.Module):
@@ -60,7 +61,7 @@ class ConvNeXtBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
-        y = self.gamma * self.pwconv2(F.gelu(self.pwconv1(y)))
+        y = self.gamma * self.pwconv2(gelu_fresh(self.pwconv1(y)))
         return x + y.permute(0, 3, 1, 2)
 
 
@@ -114,7 +115,7 @@ class MemoryLayer(nn.Module):
         y = self.norm2(x)
         keys = memory + memory_pos if self.pos_at_cross_keys else memory
         x = x + self.dropout(self.cross_attn_image(y, keys, memory, top_k=top_k))
-        y = self.linear2(self.dropout(F.relu(self.linear1(self.norm3(x)))))
+        y = self.linear2(self.dropout(F.relu(self.linear1(self.norm3(x)), inplace=True)))
         return x + self.dropout(y)
 
 

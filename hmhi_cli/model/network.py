@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmhi_cli.model.config import ModelConfig
@@ -20,6 +19,7 @@ from hmhi_cli.model.memory import (
     to_grid,
     to_tokens,
 )
+from hmhi_cli.model.ops import upsample_bicubic
 from hmhi_cli.model.attention import Attention
 
 PIXEL_LEVEL = 1
@@ -47,10 +47,11 @@ class HMHINet(nn.Module):
         )
         self.pixel_to_obj_cbam = CBAM(2 * semantic_dim)
         self.p2o_down_linear = Conv(2 * semantic_dim, semantic_dim, 1)
-        self.obj_reduce = nn.Sequential(nn.Linear(semantic_dim, pixel_dim), nn.ReLU())
+        self.obj_reduce = nn.Sequential(nn.Linear(semantic_dim, pixel_dim), nn.ReLU(inplace=True))
         sgim_layer = MemoryLayer(pixel_dim, config.memory_ffn_dim, Attention(pixel_dim, dropout=dropout),
                                  pos_at_self_attn=True, pos_at_cross_keys=False, dropout=dropout)
         self.obj_to_pixel = MemoryTransformer(sgim_layer, pixel_dim)
+        self.fast = True
         self.eval()
 
     def use_fast_kernels(self, fast: bool = True) -> HMHINet:
@@ -69,7 +70,7 @@ class HMHINet(nn.Module):
     def decode(self, levels: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Return (full-resolution logits, stride-4 raw logits)."""
         raw = self.decode_head(levels)
-        return F.interpolate(raw, scale_factor=4, mode="bicubic"), raw
+        return upsample_bicubic(raw, 4, self.fast), raw
 
     def semantic_to_pixel(self, pixel: Tensor, semantic: Tensor) -> Tensor:
         """SGIM: the pixel read-out attends to reduced semantic tokens."""

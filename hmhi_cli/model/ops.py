@@ -1,0 +1,52 @@
+"""Small tensor helpers of the fast path: activations and adds without a large temporary,
+bicubic upsampling as two matrix products."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gelu_fresh(x: Tensor) -> Tensor:
+    """GELU of a tensor nobody else holds: in place when autograd is off, else out of place."""
+    if torch.is_grad_enabled():
+        return F.gelu(x)
+    return torch.ops.aten.gelu_(x)
+
+
+def add_to_half(values: Tensor, update: Tensor) -> Tensor:
+    """``values`` with ``update`` added to its second half along the batch axis.
+
+    In place when autograd is off (``values`` must be a fresh tensor nobody else holds);
+    otherwise a new tensor, so that autograd sees no in-place change of a saved value.
+    """
+    half = values.shape[0] // 2
+    if torch.is_grad_enabled():
+        return torch.cat([values[:half], values[half:] + update], dim=0)
+    values[half:] += update
+    return values
+
+
+@lru_cache(maxsize=32)
+def _bicubic_matrix(length: int, scale: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    impulses = torch.eye(length, dtype=torch.float64).view(length, 1, 1, length)
+    matrix = F.interpolate(impulses, scale_factor=(1, scale), mode="bicubic", align_corners=False)
+    return matrix.view(length, length * scale).to(device=device, dtype=dtype)
+
+
+def upsample_bicubic(x: Tensor, scale: int, fast: bool = True) -> Tensor:
+    """``F.interpolate(x, scale_factor=scale, mode="bicubic")`` for (N, C, H, W).
+
+    ``fast`` computes it as ``rows @ x @ columns`` with the interpolation matrices (built by
+    interpolating unit impulses, so borders are handled exactly as ``F.interpolate`` does):
+    two large matrix products instead of PyTorch's per-pixel CPU kernel, ~4x faster here.
+    """
+    if not fast:
+        return F.interpolate(x, scale_factor=scale, mode="bicubic")
+    height, width = x.shape[-2:]
+    columns = _bicubic_matrix(width, scale, x.dtype, x.device)
+    rows = _bicubic_matrix(height, scale, x.dtype, x.device)
+    return torch.matmul(rows.t(), torch.matmul(x, columns))

@@ -226,3 +226,18 @@ def test_matrix_bicubic_upsampling_equals_interpolate(shape, scale):
     expected = F.interpolate(x, scale_factor=scale, mode="bicubic")
     torch.testing.assert_close(upsample_bicubic(x, scale), expected, rtol=0, atol=1e-5)
     assert torch.equal(upsample_bicubic(x, scale, fast=False), expected)
+
+
+@pytest.mark.parametrize("batch, in_channels, out_channels, height, width, bias", [
+    (1, 64, 1, 16, 16, True), (2, 70, 3, 5, 9, False),
+])
+def test_tap_sum_convolution_equals_direct(batch, in_channels, out_channels, height, width, bias):
+    from hmhi_cli.model.ops import tap_sum_conv3x3
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+    x = torch.randn(batch, in_channels, height, width)
+    with torch.no_grad():
+        direct = conv(x)
+        torch.testing.assert_close(tap_sum_conv3x3(x, conv.weight, conv.bias), direct, rtol=0,
+                                   atol=1e-5 * direct.abs().max().item())

@@ -50,3 +50,20 @@ def upsample_bicubic(x: Tensor, scale: int, fast: bool = True) -> Tensor:
     columns = _bicubic_matrix(width, scale, x.dtype, x.device)
     rows = _bicubic_matrix(height, scale, x.dtype, x.device)
     return torch.matmul(rows.t(), torch.matmul(x, columns))
+
+
+def tap_sum_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv2d(x, weight, bias, padding=1)`` for a 3x3 filter with few output channels: one
+    matrix product gives every tap's response, then the nine shifted responses are summed
+    (a direct convolution with one output channel uses the cores poorly)."""
+    batch, channels, height, width = x.shape
+    out_channels = weight.shape[0]
+    taps = weight.permute(2, 3, 0, 1).reshape(9 * out_channels, channels)
+    responses = torch.matmul(taps, x.reshape(batch, channels, height * width))
+    responses = F.pad(responses.view(batch, 9, out_channels, height, width), (1, 1, 1, 1))
+    out = x.new_zeros(batch, out_channels, height, width) if bias is None else \
+        bias.view(1, -1, 1, 1).expand(batch, out_channels, height, width).clone()
+    for tap in range(9):
+        row, col = divmod(tap, 3)
+        out += responses[:, tap, :, row:row + height, col:col + width]
+    return out

@@ -55,6 +55,7 @@ def _output_transform(dtype: torch.dtype, device: torch.device) -> Tensor:
 def _transform_input(x: Tensor, rows: int, cols: int) -> Tensor:
     """(N, C, H, W) -> (36, C, N * rows * cols): the transformed 6x6 input tiles."""
     batch, channels, height, width = x.shape
+    x = x.contiguous()  # a channels-last input would give a layout that bmm has to copy
     transform = _input_transform(channels, x.dtype, x.device)
     if (rows * TILE, cols * TILE) == (height, width):
         points = F.conv2d(x, transform, stride=TILE, padding=1, groups=channels)

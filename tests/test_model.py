@@ -196,9 +196,10 @@ def test_decoder_conv_uses_winograd_only_in_float32_inference():
 
     torch.manual_seed(0)
     conv = decoder.Conv(128, 128, 3)
-    x = torch.randn(1, 128, 12, 12)
+    x = torch.randn(1, 128, 32, 32)
     with mock.patch.object(decoder, "winograd_conv3x3", wraps=decoder.winograd_conv3x3) as winograd:
         with torch.no_grad():
+            conv(torch.randn(1, 128, 16, 16))  # too small to gain: direct
             fast = conv(x)
             from_parts = conv([x[:, :100], x[:, 100:]])
         assert winograd.call_count == 2

@@ -11,6 +11,7 @@ from hmhi_cli.model.winograd import transform_filter, winograd_conv3x3
 
 
 WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD_MIN_PIXELS = 32 * 32  # smaller maps gain nothing measurable and the filter cache costs 4x its weights
 TAP_SUM_MAX_OUT_CHANNELS = 4
 TAP_SUM_MIN_IN_CHANNELS = 64
 
@@ -51,7 +52,7 @@ class Conv(nn.Module):
         """``x``: the input, or a list of tensors whose channels concatenated are the input."""
         parts = [x] if isinstance(x, Tensor) else x
         fast = self._fast_path(parts[0])
-        if fast and self.winograd:
+        if fast and self.winograd and parts[0].shape[-2] * parts[0].shape[-1] >= WINOGRAD_MIN_PIXELS:
             x = winograd_conv3x3(parts, self._winograd_filter(tuple(p.shape[1] for p in parts)), self.conv.bias)
         elif fast and self.tap_sum and len(parts) == 1:
             x = tap_sum_conv3x3(parts[0], self.conv.weight, self.conv.bias)

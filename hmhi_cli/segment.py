@@ -78,7 +78,9 @@ class SegmentOptions:
 
 @dataclass
 class SegmentResult:
-    """What a run produced, for scripts (``--json``)."""
+    """What a run produced, for scripts (``--json``). ``seconds`` is the whole run,
+    ``startup_seconds`` its part before the first frame (opening the input and outputs, loading
+    the weights and the flow backend)."""
 
     input: str
     frames: int
@@ -94,6 +96,7 @@ class SegmentResult:
     device: str
     precision: str
     seconds: float
+    startup_seconds: float = 0.0
     stages: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -203,6 +206,7 @@ def segment_video(source_spec: str | Path, out_dir: str | Path, options: Segment
         with contextlib.ExitStack() as stack:
             writers = _open_writers(stack, paths, source)
             encoder = stack.enter_context(Worker(write, name="hmhi-encode"))
+            startup = time.perf_counter() - started
             for result in segmenter.run(run_ahead(segmenter.pairs(frames(), flows), name="hmhi-decode-flow")):
                 encoder.submit(result)
             count = segmenter.times.frames
@@ -213,7 +217,8 @@ def segment_video(source_spec: str | Path, out_dir: str | Path, options: Segment
         input=source.label, frames=count, width=source.width, height=source.height, fps=float(source.fps),
         variable_frame_rate=source.is_vfr, outputs={kind: str(path) for kind, path in paths.items()},
         weights=str(weights_path), encoder=info.encoder, input_size=size, flow=flow_name, device=str(device),
-        precision=options.precision, seconds=round(seconds, 3), stages=segmenter.times.to_dict(),
+        precision=options.precision, seconds=round(seconds, 3), startup_seconds=round(startup, 3),
+        stages=segmenter.times.to_dict(),
     )
 
 

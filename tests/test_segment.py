@@ -86,6 +86,8 @@ def test_every_output_has_the_right_count_size_and_timing(clip, tiny_weights, tm
     summary = json.loads(result.stdout)
     assert summary["frames"] == FRAMES and summary["width"] == WIDTH and summary["height"] == HEIGHT
     assert summary["encoder"] == "mit_b0" and summary["input_size"] == 64 and summary["flow"] == "dis"
+    assert 0 < summary["startup_seconds"] < summary["seconds"]
+    assert summary["stages"]["frames"] == FRAMES and summary["stages"]["model_s"] > 0
     for folder in ("masks", "probs", "alpha"):
         files = sorted((out / folder).glob("*.png"))
         assert [f.name for f in files] == [f"{i:05d}.png" for i in range(FRAMES)], folder

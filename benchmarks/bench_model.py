@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_model.py [--sizes 256 512] [--frames 6] [--encoder mit_b1]
 
-Each size runs in a fresh process so that its peak resident memory is its own.
+Each size runs in a fresh process so that its peak resident memory is its own, with the heap
+kept for reuse as the ``hmhi`` command runs (:func:`hmhi_cli.runtime.keep_freed_memory`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ def measure(encoder: str, size: int, frames: int, warmup: int) -> dict:
     import torch
 
     from hmhi_cli.model import build_model
+    from hmhi_cli.runtime import keep_freed_memory
 
+    keep_freed_memory()
     torch.manual_seed(0)
     net = build_model(encoder)
     stream = net.stream()

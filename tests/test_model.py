@@ -242,3 +242,18 @@ def test_tap_sum_convolution_equals_direct(batch, in_channels, out_channels, hei
         direct = conv(x)
         torch.testing.assert_close(tap_sum_conv3x3(x, conv.weight, conv.bias), direct, rtol=0,
                                    atol=1e-5 * direct.abs().max().item())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fast_linear_equals_linear(bias):
+    from hmhi_cli.model.ops import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(24, 40, bias=bias)
+    x = torch.randn(5, 3, 24).transpose(0, 1)  # not contiguous
+    expected = F.linear(x, layer.weight, layer.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected.detach(), rtol=1e-6, atol=1e-6)
+    layer(x).sum().backward()  # autograd on: plain F.linear
+    assert layer.weight.grad is not None
+    assert list(dict(layer.named_parameters())) == (["weight", "bias"] if bias else ["weight"])

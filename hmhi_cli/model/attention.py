@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hmhi_cli.model.ops import Linear
+
 
 @lru_cache(maxsize=32)
 def _sine_table(channels: int, height: int, width: int, temperature: float = 10000.0) -> Tensor:
@@ -150,10 +152,10 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = heads
         self.dropout = dropout
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        self.q_proj = Linear(dim, dim)
+        self.k_proj = Linear(dim, dim)
+        self.v_proj = Linear(dim, dim)
+        self.out_proj = Linear(dim, dim)
         self.fast = True
 
     def _split(self, x: Tensor) -> Tensor:

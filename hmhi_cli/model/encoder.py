@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from hmhi_cli.model.attention import attend
 from hmhi_cli.model.config import ModelConfig
-from hmhi_cli.model.ops import add_to_half, gelu_fresh
+from hmhi_cli.model.ops import Linear, add_to_half, gelu_fresh
 
 BLOCK_NORM_EPS = 1e-6
 
@@ -27,8 +27,8 @@ class Adapter(nn.Module):
     def __init__(self, dim: int, out_dim: int | None = None):
         super().__init__()
         self.adapter_layer_norm_before = nn.LayerNorm(dim)
-        self.down_proj = nn.Linear(dim, dim // 2)
-        self.up_proj = nn.Linear(dim // 2, out_dim or dim)
+        self.down_proj = Linear(dim, dim // 2)
+        self.up_proj = Linear(dim // 2, out_dim or dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.up_proj(F.relu(self.down_proj(self.adapter_layer_norm_before(x)), inplace=True))
@@ -47,11 +47,11 @@ class EfficientAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.reduction = reduction
-        self.q = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
         self.q_adapter = Adapter(dim)
-        self.kv = nn.Linear(dim, 2 * dim)
+        self.kv = Linear(dim, 2 * dim)
         self.kv_adapter = Adapter(dim, 2 * dim)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.fast = True
         if reduction > 1:
             self.sr = nn.Conv2d(dim, dim, kernel_size=reduction, stride=reduction)
@@ -91,9 +91,9 @@ class MixFFN(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.dwconv = DepthwiseConv(hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
         return self.fc2(gelu_fresh(self.dwconv(self.fc1(x), height, width)))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmhi_cli.model.attention import Attention, RotaryAttention, sine_position
-from hmhi_cli.model.ops import gelu_fresh
+from hmhi_cli.model.ops import Linear, gelu_fresh
 
 
 class LayerNorm2d(nn.Module):
@@ -64,8 +64,8 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(layer_scale * torch.ones(dim))
         self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.norm = LayerNorm2d(dim)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.pwconv1 = Linear(dim, 4 * dim)
+        self.pwconv2 = Linear(4 * dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
@@ -106,8 +106,8 @@ class MemoryLayer(nn.Module):
         super().__init__()
         self.self_attn = RotaryAttention(dim, dropout=dropout)
         self.cross_attn_image = cross_attention
-        self.linear1 = nn.Linear(dim, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.linear1 = Linear(dim, ffn_dim)
+        self.linear2 = Linear(ffn_dim, dim)
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from hmhi_cli.model.attention import Attention
 from hmhi_cli.model.config import ModelConfig
 from hmhi_cli.model.decoder import CBAM, CBAMDecoder, Conv
 from hmhi_cli.model.encoder import MixTransformerEncoder
@@ -19,8 +20,7 @@ from hmhi_cli.model.memory import (
     to_grid,
     to_tokens,
 )
-from hmhi_cli.model.ops import upsample_bicubic
-from hmhi_cli.model.attention import Attention
+from hmhi_cli.model.ops import Linear, upsample_bicubic
 
 PIXEL_LEVEL = 1
 SEMANTIC_LEVEL = 3
@@ -47,7 +47,7 @@ class HMHINet(nn.Module):
         )
         self.pixel_to_obj_cbam = CBAM(2 * semantic_dim)
         self.p2o_down_linear = Conv(2 * semantic_dim, semantic_dim, 1)
-        self.obj_reduce = nn.Sequential(nn.Linear(semantic_dim, pixel_dim), nn.ReLU(inplace=True))
+        self.obj_reduce = nn.Sequential(Linear(semantic_dim, pixel_dim), nn.ReLU(inplace=True))
         sgim_layer = MemoryLayer(pixel_dim, config.memory_ffn_dim, Attention(pixel_dim, dropout=dropout),
                                  pos_at_self_attn=True, pos_at_cross_keys=False, dropout=dropout)
         self.obj_to_pixel = MemoryTransformer(sgim_layer, pixel_dim)

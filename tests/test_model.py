@@ -257,3 +257,20 @@ def test_fast_linear_equals_linear(bias):
     layer(x).sum().backward()  # autograd on: plain F.linear
     assert layer.weight.grad is not None
     assert list(dict(layer.named_parameters())) == (["weight", "bias"] if bias else ["weight"])
+
+
+def test_fast_linear_relu_and_convolution_gelu_equal_their_plain_forms():
+    from hmhi_cli.model.ops import Linear, conv2d_gelu
+
+    torch.manual_seed(0)
+    layer = Linear(16, 32)
+    x = torch.randn(2, 7, 16)
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, groups=32)
+    grid = torch.randn(2, 12 * 12, 32).transpose(1, 2).reshape(2, 32, 12, 12)  # channels-last, as in MixFFN
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, relu=True), F.relu(layer(x)), rtol=1e-6, atol=1e-6)
+        fused = conv2d_gelu(grid, conv)
+        torch.testing.assert_close(fused, F.gelu(conv(grid)), rtol=0, atol=1e-5)
+        assert torch.equal(conv2d_gelu(grid, conv, fast=False), F.gelu(conv(grid)))
+    conv2d_gelu(grid, conv).sum().backward()  # autograd on: the plain, differentiable path
+    assert conv.weight.grad is not None

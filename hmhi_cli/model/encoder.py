@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hmhi_cli.model.attention import attend
 from hmhi_cli.model.config import ModelConfig
-from hmhi_cli.model.ops import Linear, add_to_half, gelu_fresh
+from hmhi_cli.model.ops import Linear, add_to_half, conv2d_gelu
 
 BLOCK_NORM_EPS = 1e-6
 
@@ -31,7 +30,7 @@ class Adapter(nn.Module):
         self.up_proj = Linear(dim // 2, out_dim or dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.up_proj(F.relu(self.down_proj(self.adapter_layer_norm_before(x)), inplace=True))
+        return self.up_proj(self.down_proj(self.adapter_layer_norm_before(x), relu=True))
 
 
 def add_to_flow_half(values: Tensor, source: Tensor, adapter: Callable[[Tensor], Tensor]) -> Tensor:
@@ -73,17 +72,18 @@ class EfficientAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
-class DepthwiseConv(nn.Module):
-    """3x3 depthwise convolution on a token sequence laid out as an image."""
+class DepthwiseConvGelu(nn.Module):
+    """3x3 depthwise convolution on a token sequence laid out as an image, then GELU."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.fast = True
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
         batch, _, channels = x.shape
         grid = x.transpose(1, 2).reshape(batch, channels, height, width)
-        return self.dwconv(grid).flatten(2).transpose(1, 2)
+        return conv2d_gelu(grid, self.dwconv, self.fast).flatten(2).transpose(1, 2)
 
 
 class MixFFN(nn.Module):
@@ -92,11 +92,11 @@ class MixFFN(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.fc1 = Linear(dim, hidden)
-        self.dwconv = DepthwiseConv(hidden)
+        self.dwconv = DepthwiseConvGelu(hidden)
         self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: Tensor, height: int, width: int) -> Tensor:
-        return self.fc2(gelu_fresh(self.dwconv(self.fc1(x), height, width)))
+        return self.fc2(self.dwconv(self.fc1(x), height, width))
 
 
 class DropPath(nn.Module):

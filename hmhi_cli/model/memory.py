@@ -123,7 +123,7 @@ class MemoryLayer(nn.Module):
         y = self.norm2(x)
         keys = memory + memory_pos if self.pos_at_cross_keys else memory
         x = x + self.dropout(self.cross_attn_image(y, keys, memory, top_k=top_k))
-        y = self.linear2(self.dropout(F.relu(self.linear1(self.norm3(x)), inplace=True)))
+        y = self.linear2(self.dropout(self.linear1(self.norm3(x), relu=True)))
         return x + self.dropout(y)
 
 

@@ -12,28 +12,45 @@ from torch import Tensor, nn
 
 
 @lru_cache(maxsize=1)
-def _onednn_linear_available() -> bool:
+def _onednn_fusion_available() -> bool:
     try:
         torch.ops.mkldnn._linear_pointwise.default
+        torch.ops.mkldnn._convolution_pointwise.default
     except (AttributeError, RuntimeError):
         return False
     return torch.backends.mkldnn.is_available()
 
 
+def _fusable(x: Tensor) -> bool:
+    """Whether oneDNN's fused linear/convolution may run: float32 CPU inference."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and _onednn_fusion_available())
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters) whose float32 CPU inference, with ``fast`` set, runs as
-    oneDNN's linear: the bias is added as the product is written, where PyTorch's ``addmm``
-    first copies the bias into the whole output (a full extra pass over memory)."""
+    oneDNN's linear: the bias (and an optional ReLU) is applied as the product is written,
+    where PyTorch's ``addmm`` first copies the bias into the whole output (a full extra pass
+    over memory)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias)
         self.fast = True
 
-    def forward(self, x: Tensor) -> Tensor:
-        if (self.fast and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-                and not torch.is_autocast_enabled("cpu") and _onednn_linear_available()):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+    def forward(self, x: Tensor, relu: bool = False) -> Tensor:
+        if self.fast and _fusable(x):
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "relu" if relu else "none", [], "")
+        out = F.linear(x, self.weight, self.bias)
+        return F.relu(out, inplace=True) if relu else out
+
+
+def conv2d_gelu(x: Tensor, conv: nn.Conv2d, fast: bool = True) -> Tensor:
+    """``gelu(conv(x))``; with ``fast``, in float32 CPU inference, oneDNN applies the GELU as it
+    writes the convolution's output (one pass over it instead of three)."""
+    if fast and _fusable(x):
+        return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, conv.padding, conv.stride,
+                                                       conv.dilation, conv.groups, "gelu", [], "none")
+    return gelu_fresh(conv(x))
 
 
 def gelu_fresh(x: Tensor) -> Tensor:

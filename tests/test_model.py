@@ -185,7 +185,7 @@ def test_winograd_equals_direct_convolution(batch, in_channels, out_channels, he
         first = in_channels // 3
         parts = winograd_conv3x3([x[:, :first], x[:, first:]], transform_filter(conv.weight, (first, in_channels - first)),
                                  conv.bias)
-    assert winograd.shape == direct.shape and winograd.is_contiguous()
+    assert winograd.shape == direct.shape and winograd.is_contiguous(memory_format=torch.channels_last)
     atol = 2e-5 * direct.abs().max().item()
     torch.testing.assert_close(winograd, direct, rtol=0, atol=atol)
     torch.testing.assert_close(parts, direct, rtol=0, atol=atol)
@@ -226,6 +226,9 @@ def test_matrix_bicubic_upsampling_equals_interpolate(shape, scale):
     x = torch.randn(shape)
     expected = F.interpolate(x, scale_factor=scale, mode="bicubic")
     torch.testing.assert_close(upsample_bicubic(x, scale), expected, rtol=0, atol=1e-5)
+    channels_last = upsample_bicubic(x.contiguous(memory_format=torch.channels_last), scale)
+    torch.testing.assert_close(channels_last, expected, rtol=0, atol=1e-5)
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(upsample_bicubic(x, scale, fast=False), expected)
 
 
@@ -240,8 +243,9 @@ def test_tap_sum_convolution_equals_direct(batch, in_channels, out_channels, hei
     x = torch.randn(batch, in_channels, height, width)
     with torch.no_grad():
         direct = conv(x)
-        torch.testing.assert_close(tap_sum_conv3x3(x, conv.weight, conv.bias), direct, rtol=0,
-                                   atol=1e-5 * direct.abs().max().item())
+        for layout in (torch.contiguous_format, torch.channels_last):
+            torch.testing.assert_close(tap_sum_conv3x3(x.contiguous(memory_format=layout), conv.weight, conv.bias),
+                                       direct, rtol=0, atol=1e-5 * direct.abs().max().item())
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -96,8 +96,6 @@ class CBAMDecoder(nn.Module):
         x = self.cbam1(self.blend1(self.conv1(levels[3])))
         for step in range(2, 5):
             up = upsample_bicubic(x, 2, self.fast)
-            # The encoder's levels are channels-last views; the 1x1 convolution then keeps that
-            # layout, which the 3x3 convolution after it would have to transpose at 4x the size.
-            lateral = getattr(self, f"conv{step}")(levels[4 - step].contiguous())
+            lateral = getattr(self, f"conv{step}")(levels[4 - step])
             x = getattr(self, f"cbam{step}")(getattr(self, f"blend{step}")([lateral, up]))
         return self.predictor(x)

@@ -5,8 +5,10 @@ a 36-point domain where the convolution becomes 36 independent channel-mixing ma
 (``bmm``), and an output transform turns the products back into 4x4 tiles. The result equals
 the direct convolution up to float rounding (about 1e-5 of the output's magnitude in float32).
 
-The input transform is itself a fixed grouped convolution (kernel 6, stride 4), so the only
-large temporaries are the transformed input and the products.
+Everything runs channels-last: the 6x6 tiles are gathered position by position with channels
+innermost (contiguous copies), both transforms are single matrix products with the 36x36 and
+16x36 transform matrices, and the result is a channels-last tensor, so a following Winograd
+convolution reads it without a transpose.
 """
 
 from __future__ import annotations
@@ -31,66 +33,61 @@ _OUTPUT_T = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1
 
 
 def transform_filter(weight: Tensor, splits: Sequence[int] | None = None) -> list[Tensor]:
-    """(Cout, Cin, 3, 3) filter -> (36, Cout, Cin) transformed filter, as one piece per
+    """(Cout, Cin, 3, 3) filter -> (36, Cin, Cout) transformed filter, as one piece per
     input-channel group of sizes ``splits`` (default: one group). 4x the filter's memory."""
     g = torch.tensor(_FILTER, dtype=weight.dtype, device=weight.device)
     u = torch.einsum("ij,ocjk,lk->ocil", g, weight.detach(), g)
-    points = u.reshape(*u.shape[:2], POINTS).permute(2, 0, 1)
-    return [piece.contiguous() for piece in points.split(list(splits or [weight.shape[1]]), dim=2)]
-
-
-@lru_cache(maxsize=32)
-def _input_transform(channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    b_t = torch.tensor(_INPUT_T, dtype=torch.float64)
-    kernel = torch.kron(b_t, b_t).view(POINTS, 1, WINDOW, WINDOW)
-    return kernel.repeat(channels, 1, 1, 1).to(device=device, dtype=dtype)
+    points = u.reshape(*u.shape[:2], POINTS).permute(2, 1, 0)
+    return [piece.contiguous() for piece in points.split(list(splits or [weight.shape[1]]), dim=1)]
 
 
 @lru_cache(maxsize=8)
-def _output_transform(dtype: torch.dtype, device: torch.device) -> Tensor:
+def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    b_t = torch.tensor(_INPUT_T, dtype=torch.float64)
     a_t = torch.tensor(_OUTPUT_T, dtype=torch.float64)
-    return torch.kron(a_t, a_t).to(device=device, dtype=dtype)
+    return torch.kron(b_t, b_t).to(device, dtype), torch.kron(a_t, a_t).to(device, dtype)
 
 
 def _transform_input(x: Tensor, rows: int, cols: int) -> Tensor:
-    """(N, C, H, W) -> (36, C, N * rows * cols): the transformed 6x6 input tiles."""
+    """(N, C, H, W) -> (36, N * rows * cols, C): the transformed 6x6 input tiles."""
     batch, channels, height, width = x.shape
-    x = x.contiguous()  # a channels-last input would give a layout that bmm has to copy
-    transform = _input_transform(channels, x.dtype, x.device)
-    if (rows * TILE, cols * TILE) == (height, width):
-        points = F.conv2d(x, transform, stride=TILE, padding=1, groups=channels)
-    else:
-        padded = F.pad(x, (1, 1 + cols * TILE - width, 1, 1 + rows * TILE - height))
-        points = F.conv2d(padded, transform, stride=TILE, groups=channels)
-    return points.view(batch, channels, POINTS, rows * cols).permute(2, 1, 0, 3).reshape(POINTS, channels, -1)
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1 + cols * TILE - width, 1, 1 + rows * TILE - height))
+    padded_height, padded_width = padded.shape[1:3]
+    row_stride = padded_width * channels
+    tiles = padded.as_strided(
+        (WINDOW, WINDOW, batch, rows, cols, channels),
+        (row_stride, channels, padded_height * row_stride, TILE * row_stride, TILE * channels, 1))
+    points = _transforms(x.dtype, x.device)[0] @ tiles.reshape(POINTS, -1)
+    return points.view(POINTS, batch * rows * cols, channels)
 
 
 def winograd_conv3x3(x: Tensor | Sequence[Tensor], filter_points: Sequence[Tensor], bias: Tensor | None) -> Tensor:
     """``conv2d(x, weight, bias, padding=1)`` for a 3x3 ``weight`` given as
-    ``transform_filter(weight)``; any height, width and batch size.
+    ``transform_filter(weight)``; any height, width and batch size. The result is
+    channels-last in memory.
 
     ``x`` may be a list of tensors whose channels, concatenated, are the input (with the filter
     split the same way): the concatenation is never built.
     """
     parts = [x] if isinstance(x, Tensor) else list(x)
     batch, _, height, width = parts[0].shape
-    out_channels = filter_points[0].shape[1]
+    out_channels = filter_points[0].shape[2]
     rows, cols = -(-height // TILE), -(-width // TILE)
     products = None
     for part, points_filter in zip(parts, filter_points, strict=True):
         points = _transform_input(part, rows, cols)
         if products is None:
-            products = torch.bmm(points_filter, points)
+            products = torch.bmm(points, points_filter)
         else:
-            products.baddbmm_(points_filter, points)
-    tiles = _output_transform(parts[0].dtype, parts[0].device) @ products.view(POINTS, -1)
-    tiles = tiles.view(TILE, TILE, out_channels, batch, rows, cols).permute(3, 2, 4, 0, 5, 1)
+            products.baddbmm_(points, points_filter)
+    tiles = _transforms(products.dtype, products.device)[1] @ products.view(POINTS, -1)
+    tiles = tiles.view(TILE, TILE, batch, rows, cols, out_channels).permute(2, 3, 0, 4, 1, 5)
     out = tiles.new_empty(tiles.shape)
     if bias is None:
         out.copy_(tiles)
     else:
-        torch.add(tiles, bias.view(1, -1, 1, 1, 1, 1), out=out)
-    out = out.view(batch, out_channels, rows * TILE, cols * TILE)
+        torch.add(tiles, bias, out=out)
+    out = out.view(batch, rows * TILE, cols * TILE, out_channels).permute(0, 3, 1, 2)
     if (rows * TILE, cols * TILE) != (height, width):
-        out = out[:, :, :height, :width].contiguous()
+        out = out[:, :, :height, :width].contiguous(memory_format=torch.channels_last)
     return out

@@ -55,7 +55,9 @@ class HMHINet(nn.Module):
         self.eval()
 
     def use_fast_kernels(self, fast: bool = True) -> HMHINet:
-        """Fused attention and sparse top-k (default), or the reference computation (baseline)."""
+        """The fast kernels (default: fused attention, sparse top-k read-out, oneDNN-fused linear
+        layers, Winograd decoder convolutions, matrix bicubic upsampling, ...), or the
+        reference's plain computation (the speed baseline). Both match the fixture."""
         for module in self.modules():
             if hasattr(module, "fast"):
                 module.fast = fast

@@ -110,8 +110,9 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int | None = Non
 
 def sparse_top_k_attention(q: Tensor, k: Tensor, v: Tensor, top_k: int, dropout: float = 0.0) -> Tensor:
     """Exactly :func:`reference_attention` with ``top_k``, cheaper: top-k through group maxima
-    (:func:`row_top_k`), the softmax over the kept scores only, the weighted sum of the kept values is one ``embedding_bag`` (no gathered
-    copy), and queries go in chunks so the full score matrix never exists."""
+    (:func:`row_top_k`), the softmax over the kept scores only, the weighted sum of the kept
+    values as one ``embedding_bag`` (no gathered copy), and queries in chunks so the full score
+    matrix never exists."""
     *batch, queries, channels = q.shape
     q = q.reshape(-1, queries, channels)
     k = k.reshape(-1, k.shape[-2], channels)

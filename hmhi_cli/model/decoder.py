@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hmhi_cli.model.ops import tap_sum_conv3x3, upsample_bicubic
+from hmhi_cli.model.ops import cpu_float32_inference, tap_sum_conv3x3, upsample_bicubic
 from hmhi_cli.model.winograd import transform_filter, winograd_conv3x3
 
 
@@ -37,10 +37,6 @@ class Conv(nn.Module):
         self._filter_points: list[Tensor] = []
         self._filter_key: tuple | None = None
 
-    def _fast_path(self, x: Tensor) -> bool:
-        return (self.fast and x.device.type == "cpu" and x.dtype == torch.float32
-                and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"))
-
     def _winograd_filter(self, splits: tuple[int, ...]) -> list[Tensor]:
         weight = self.conv.weight
         key = (weight.data_ptr(), weight._version, weight.dtype, splits)
@@ -51,7 +47,7 @@ class Conv(nn.Module):
     def forward(self, x: Tensor | list[Tensor]) -> Tensor:
         """``x``: the input, or a list of tensors whose channels concatenated are the input."""
         parts = [x] if isinstance(x, Tensor) else x
-        fast = self._fast_path(parts[0])
+        fast = self.fast and cpu_float32_inference(parts[0])
         if fast and self.winograd and parts[0].shape[-2] * parts[0].shape[-1] >= WINOGRAD_MIN_PIXELS:
             x = winograd_conv3x3(parts, self._winograd_filter(tuple(p.shape[1] for p in parts)), self.conv.bias)
         elif fast and self.tap_sum and len(parts) == 1:

@@ -21,10 +21,15 @@ def _onednn_fusion_available() -> bool:
     return torch.backends.mkldnn.is_available()
 
 
-def _fusable(x: Tensor) -> bool:
-    """Whether oneDNN's fused linear/convolution may run: float32 CPU inference."""
+def cpu_float32_inference(x: Tensor) -> bool:
+    """Whether ``x`` is in float32 CPU inference (no autograd, no autocast): where the fast
+    CPU kernels apply."""
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and _onednn_fusion_available())
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def _fusable(x: Tensor) -> bool:
+    return cpu_float32_inference(x) and _onednn_fusion_available()
 
 
 class Linear(nn.Linear):

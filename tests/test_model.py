@@ -278,3 +278,17 @@ def test_fast_linear_relu_and_convolution_gelu_equal_their_plain_forms():
         assert torch.equal(conv2d_gelu(grid, conv, fast=False), F.gelu(conv(grid)))
     conv2d_gelu(grid, conv).sum().backward()  # autograd on: the plain, differentiable path
     assert conv.weight.grad is not None
+
+
+def test_fast_layer_norm_2d_equals_the_reference_formula():
+    from hmhi_cli.model.memory import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(12)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 12, 5, 7)
+    fast = norm(x)
+    norm.fast = False
+    torch.testing.assert_close(fast, norm(x), rtol=1e-5, atol=1e-5)

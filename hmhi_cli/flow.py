@@ -274,8 +274,9 @@ def resolve_flow_backend(
     """Build the estimator for backend ``name`` (see :data:`FLOW_BACKENDS`).
 
     ``auto`` picks RAFT-large when ``raft_weights`` is given or torchvision's cache holds its
-    weights, else DIS; the returned estimator's ``name`` says which. ``max_side`` caps RAFT's
-    working resolution (DIS always runs at full resolution here).
+    weights, else DIS; the returned estimator's ``name`` says which. So ``auto`` never needs a
+    download: ``allow_download`` only lets an explicitly named RAFT fetch torchvision's weights.
+    ``max_side`` caps RAFT's working resolution (DIS always runs at full resolution here).
     """
     if name not in FLOW_BACKENDS:
         raise InputError(f"unknown flow backend '{name}': choose {', '.join(FLOW_BACKENDS)}")

@@ -176,8 +176,7 @@ def segment_video(source_spec: str | Path, out_dir: str | Path, options: Segment
         device = resolve_device(options.device)
         estimator = None
         if options.flow_dir is None:  # an explicitly named RAFT may be downloaded by torchvision when online
-            estimator = resolve_flow_backend(options.flow, options.raft_weights, device.type,
-                                             allow_download=options.flow != "auto")
+            estimator = resolve_flow_backend(options.flow, options.raft_weights, device.type, allow_download=True)
         segmenter = Segmenter(net, estimator, size, device, options.precision)
         flow_name = "precomputed" if estimator is None else estimator.name
         check_writable(out_dir)

@@ -246,6 +246,8 @@ def test_auto_backend_uses_raft_large_only_when_weights_are_cached(empty_torch_h
 
     auto = resolve_flow_backend("auto")
     assert isinstance(auto, FlowEstimator) and auto.name == "dis"
+    # the CLI allows downloads for every backend: auto must still never fetch anything
+    assert resolve_flow_backend("auto", allow_download=True).name == "dis"
     cached = flowlib.raft_cache_path("raft-large")
     assert cached.parent == empty_torch_hub / "checkpoints"
     cached.parent.mkdir(parents=True)

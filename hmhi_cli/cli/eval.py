@@ -145,8 +145,7 @@ def _predict(root: Path, pred: Path, names: list[str] | None, weights: Path, siz
 
     net, info, _ = load_segmentation_weights(weights)
     torch_device = resolve_device(device)
-    estimator = None if flow_dir else resolve_flow_backend(flow, raft_weights, torch_device.type,
-                                                                allow_download=flow != "auto")
+    estimator = None if flow_dir else resolve_flow_backend(flow, raft_weights, torch_device.type, allow_download=True)
     if not quiet:
         err_console.print(f"segmenting with {weights.name} ({info.encoder}, input {size or info.input_size}), "
                           f"flow {'precomputed' if flow_dir else estimator.name} -> {pred}", highlight=False)

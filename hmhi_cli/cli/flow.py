@@ -37,8 +37,7 @@ def precompute(
 
     shard_index, shard_count = flowlib.parse_shard(shard)
     sequences = flowlib.shard_sequences(load_dataset(root), shard_index, shard_count)
-    estimator = flowlib.resolve_flow_backend(flow.value, raft_weights, device.value,
-                                             allow_download=flow.value != "auto")
+    estimator = flowlib.resolve_flow_backend(flow.value, raft_weights, device.value, allow_download=True)
     if not quiet:
         note = ""
         if flow is FlowBackend.auto and estimator.name == "dis":

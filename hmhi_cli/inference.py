@@ -111,10 +111,9 @@ class Segmenter:
         """Each frame (RGB uint8 HxWx3) with its flow image: estimated (flow from t to t+1), or
         taken from ``flows`` (precomputed flow images, one per frame)."""
         if flows is not None:
-            count = 0
-            for count, pair in enumerate(itertools.zip_longest(frames, flows), start=1):
+            for index, pair in enumerate(itertools.zip_longest(frames, flows)):
                 if pair[0] is None or pair[1] is None:
-                    raise InputError(f"precomputed flow images do not match the frames (they differ at frame {count - 1})")
+                    raise InputError(f"precomputed flow images do not match the frames (they differ at frame {index})")
                 yield pair
             return
         iterator = iter(flow_images(frames, self.estimator))

@@ -210,3 +210,16 @@ def test_ctrl_c_stops_cleanly_and_leaves_nothing_half_written(tiny_weights, tmp_
     assert process.returncode == 130, stderr.decode()
     assert "interrupted" in stderr.decode() and b"Traceback" not in stderr
     assert list(out.iterdir()) == [], [p.name for p in out.iterdir()]
+
+
+def test_precomputed_flows_must_match_the_frames():
+    from hmhi_cli.errors import InputError
+    from hmhi_cli.inference import Segmenter
+
+    segmenter = Segmenter(build_model("mit_b0"), None, 64)
+    frames = [np.zeros((4, 4, 3), np.uint8) for _ in range(3)]
+    assert len(list(segmenter.pairs(frames, frames))) == 3
+    with pytest.raises(InputError, match="differ at frame 2"):
+        list(segmenter.pairs(frames, frames[:2]))
+    with pytest.raises(InputError, match="differ at frame 3"):
+        list(segmenter.pairs(frames, frames * 2))

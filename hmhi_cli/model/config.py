@@ -1,7 +1,8 @@
 """Model configurations: everything that fixes a network's shape.
 
 A weights file records its configuration name plus the input size and memory limit, so the
-CLI can rebuild the network the weights were trained with.
+CLI can rebuild the network the weights were trained with. ``family`` names the encoder
+module (``hmhi_cli.model.encoders``); the MiT-only fields are ignored by other families.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of an HMHI-Net: encoder widths, decoder width and memory sizes."""
+    """Shape of an HMHI-Net: encoder family and widths, decoder width and memory sizes."""
 
     encoder: str
     widths: tuple[int, int, int, int]
-    heads: tuple[int, int, int, int]
-    depths: tuple[int, int, int, int]
-    reduction_ratios: tuple[int, int, int, int]
     decoder_dim: int
     memory_ffn_dim: int
     mask_hidden: tuple[int, int]
+    family: str = "mit"
+    heads: tuple[int, int, int, int] = (1, 2, 5, 8)
+    depths: tuple[int, int, int, int] = (2, 2, 2, 2)
+    reduction_ratios: tuple[int, int, int, int] = (8, 4, 2, 1)
     mlp_ratio: int = 4
     top_k: int = 50
 
@@ -32,9 +34,6 @@ CONFIGS: dict[str, ModelConfig] = {
     "mit_b1": ModelConfig(
         encoder="mit_b1",
         widths=(64, 128, 320, 512),
-        heads=(1, 2, 5, 8),
-        depths=(2, 2, 2, 2),
-        reduction_ratios=(8, 4, 2, 1),
         decoder_dim=256,
         memory_ffn_dim=2048,
         mask_hidden=(27, 256),
@@ -42,18 +41,39 @@ CONFIGS: dict[str, ModelConfig] = {
     "mit_b0": ModelConfig(
         encoder="mit_b0",
         widths=(32, 64, 160, 256),
-        heads=(1, 2, 5, 8),
-        depths=(2, 2, 2, 2),
-        reduction_ratios=(8, 4, 2, 1),
         decoder_dim=128,
         memory_ffn_dim=1024,
         mask_hidden=(27, 128),
+    ),
+    "efficientnet_lite0": ModelConfig(
+        encoder="efficientnet_lite0",
+        family="efficientnet_lite",
+        widths=(24, 40, 112, 320),
+        decoder_dim=64,
+        memory_ffn_dim=512,
+        mask_hidden=(27, 64),
+    ),
+    "efficientnet_lite1": ModelConfig(
+        encoder="efficientnet_lite1",
+        family="efficientnet_lite",
+        widths=(24, 40, 112, 320),
+        decoder_dim=64,
+        memory_ffn_dim=512,
+        mask_hidden=(27, 64),
+    ),
+    "efficientnet_lite2": ModelConfig(
+        encoder="efficientnet_lite2",
+        family="efficientnet_lite",
+        widths=(24, 48, 120, 352),
+        decoder_dim=96,
+        memory_ffn_dim=768,
+        mask_hidden=(27, 96),
     ),
 }
 
 
 def get_config(encoder: str) -> ModelConfig:
-    """Return the configuration for ``encoder`` ("mit_b0" or "mit_b1")."""
+    """Return the configuration for ``encoder`` (a key of :data:`CONFIGS`)."""
     try:
         return CONFIGS[encoder]
     except KeyError:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from hmhi_cli.model.attention import Attention
 from hmhi_cli.model.config import ModelConfig
 from hmhi_cli.model.decoder import CBAM, CBAMDecoder, Conv
-from hmhi_cli.model.encoder import MixTransformerEncoder
+from hmhi_cli.model.encoders import build_encoder
 from hmhi_cli.model.memory import (
     LevelMemory,
     MemoryBank,
@@ -35,7 +35,7 @@ class HMHINet(nn.Module):
         self.memory_limit = memory_limit
         widths = config.widths
         pixel_dim, semantic_dim = widths[PIXEL_LEVEL], widths[SEMANTIC_LEVEL]
-        self.backbone = MixTransformerEncoder(config, drop_path_rate=drop_path)
+        self.backbone = build_encoder(config, drop_path_rate=drop_path)
         self.decode_head = CBAMDecoder(widths, config.decoder_dim)
         self.Mem0 = LevelMemory(pixel_dim, config.memory_ffn_dim, config.mask_hidden[0], mask_stride=2,
                                 sparse=True, top_k=config.top_k, dropout=dropout)

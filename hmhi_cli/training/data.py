@@ -84,7 +84,7 @@ class ClipSampler:
     flip_probability: float = 0.5
     photometric: bool = True
     seed: int = 0
-    flow_max_side: int = 480
+    flow_max_side: int | None = 480
     texture_images: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:

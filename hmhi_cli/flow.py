@@ -270,22 +270,24 @@ def resolve_flow_backend(
     num_flow_updates: int = 12,
     max_side: int | None = 520,
     dis_preset: str = "medium",
+    dis_max_side: int | None = None,
 ) -> FlowEstimator:
     """Build the estimator for backend ``name`` (see :data:`FLOW_BACKENDS`).
 
     ``auto`` picks RAFT-large when ``raft_weights`` is given or torchvision's cache holds its
     weights, else DIS; the returned estimator's ``name`` says which. So ``auto`` never needs a
     download: ``allow_download`` only lets an explicitly named RAFT fetch torchvision's weights.
-    ``max_side`` caps RAFT's working resolution (DIS always runs at full resolution here).
+    ``max_side`` caps RAFT's working resolution; ``dis_max_side`` caps DIS's (None: full
+    resolution), as the weights in use record it.
     """
     if name not in FLOW_BACKENDS:
         raise InputError(f"unknown flow backend '{name}': choose {', '.join(FLOW_BACKENDS)}")
     if name == "auto":
         if raft_weights is None and not raft_cache_path("raft-large").is_file():
-            return DisFlowEstimator(preset=dis_preset)
+            return DisFlowEstimator(preset=dis_preset, max_side=dis_max_side)
         name = "raft-large"
     if name == "dis":
-        return DisFlowEstimator(preset=dis_preset)
+        return DisFlowEstimator(preset=dis_preset, max_side=dis_max_side)
     return RaftFlowEstimator(
         name,
         weights=raft_weights,

@@ -40,12 +40,19 @@ class WeightsInfo:
     memory_limit: int
     source_format: str
     provenance: dict = field(default_factory=dict)
+    flow_max_side: int | None = None
+    """Longest side DIS flow was computed at in training (None: the frame's own size)."""
 
     def to_dict(self) -> dict:
+        config = CONFIGS[self.encoder]
         return {
             "encoder": self.encoder,
+            "encoder_family": config.family,
+            "widths": list(config.widths),
+            "decoder_dim": config.decoder_dim,
             "input_size": self.input_size,
             "memory_limit": self.memory_limit,
+            "flow_max_side": self.flow_max_side,
             "source_format": self.source_format,
             "provenance": self.provenance,
         }
@@ -108,7 +115,7 @@ def infer_encoder(state: dict[str, torch.Tensor], source: str = "weights") -> st
         raise WeightsError(f"{source}: not an HMHI-Net state dict ('{key}' is missing)")
     width = state[key].shape[0]
     for name, config in CONFIGS.items():
-        if config.widths[3] == width:
+        if config.family == "mit" and config.widths[3] == width:
             return name
     raise WeightsError(f"{source}: unknown encoder width {width} in '{key}'")
 
@@ -127,6 +134,7 @@ def _info_from(state: dict[str, torch.Tensor], metadata: dict[str, str], source:
             memory_limit=int(metadata["memory_limit"]),
             source_format="hmhi-safetensors",
             provenance=json.loads(metadata.get("provenance", "{}")),
+            flow_max_side=int(metadata["flow_max_side"]) if metadata.get("flow_max_side") else None,
         )
     return WeightsInfo(
         encoder=infer_encoder(state, source),
@@ -168,8 +176,11 @@ def load_weights(path: str | os.PathLike, memory_limit: int | None = None) -> tu
 
 
 def save_weights(net: HMHINet, path: str | os.PathLike, input_size: int, memory_limit: int | None = None,
-                 provenance: dict | None = None) -> None:
-    """Write ``net`` as safetensors with our metadata header, atomically."""
+                 provenance: dict | None = None, flow_max_side: int | None = None) -> None:
+    """Write ``net`` as safetensors with our metadata header, atomically.
+
+    ``flow_max_side`` records the DIS working size the network was trained with, so that
+    inference computes the same flow by default."""
     metadata = {
         "format": FORMAT_NAME,
         "hmhi_version": __version__,
@@ -178,20 +189,24 @@ def save_weights(net: HMHINet, path: str | os.PathLike, input_size: int, memory_
         "memory_limit": str(int(memory_limit or net.memory_limit)),
         "provenance": json.dumps(provenance or {}, sort_keys=True),
     }
+    if flow_max_side:
+        metadata["flow_max_side"] = str(int(flow_max_side))
     tensors = {key: value.detach().contiguous().cpu() for key, value in net.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
 def convert(source: str | os.PathLike, target: str | os.PathLike, input_size: int | None = None,
-            memory_limit: int | None = None) -> WeightsInfo:
-    """Convert a published checkpoint (or any loadable weights) into our safetensors format."""
+            memory_limit: int | None = None, flow_max_side: int | None = None) -> WeightsInfo:
+    """Convert a published checkpoint (or any loadable weights) into our safetensors format;
+    ``input_size``, ``memory_limit`` and ``flow_max_side`` override what the source records."""
     net, info = load_weights(source)
     provenance = dict(info.provenance) or {"converted_from": Path(source).name, "source_format": info.source_format}
     size = input_size or info.input_size
     limit = memory_limit or info.memory_limit
-    save_weights(net, target, input_size=size, memory_limit=limit, provenance=provenance)
-    return WeightsInfo(info.encoder, size, limit, "hmhi-safetensors", provenance)
+    flow_side = flow_max_side or info.flow_max_side
+    save_weights(net, target, input_size=size, memory_limit=limit, provenance=provenance, flow_max_side=flow_side)
+    return WeightsInfo(info.encoder, size, limit, "hmhi-safetensors", provenance, flow_side)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ def convert_command(
     target: Path = typer.Argument(..., help="Output .safetensors file."),
     size: int = typer.Option(None, "--size", help="Input size to record (default: the source's, 512 for published)."),
     memory_limit: int = typer.Option(None, "--memory-limit", help="Memory limit to record (default: the source's)."),
+    flow_max_side: int = typer.Option(None, "--flow-max-side", min=32,
+                                      help="DIS working size to record (default: the source's; none: full frames)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace TARGET if it exists."),
 ) -> None:
     """Convert weights into hmhi's safetensors format (strict check against the model)."""
@@ -26,8 +28,9 @@ def convert_command(
 
     if target.exists() and not overwrite:
         raise OutputError(f"{target}: already exists (use --overwrite to replace it)")
-    info = weights_lib.convert(source, target, input_size=size, memory_limit=memory_limit)
-    err_console.print(f"wrote {target} ({info.encoder}, input {info.input_size}, memory limit {info.memory_limit})")
+    info = weights_lib.convert(source, target, input_size=size, memory_limit=memory_limit, flow_max_side=flow_max_side)
+    flow_note = f", DIS flow at {info.flow_max_side} px" if info.flow_max_side else ""
+    err_console.print(f"wrote {target} ({info.encoder}, input {info.input_size}, memory limit {info.memory_limit}{flow_note})")
 
 
 @group.command("info")
@@ -35,7 +38,7 @@ def info_command(
     path: Path = typer.Argument(..., help="A weights file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
-    """Show what a weights file holds: encoder, input size, memory limit, provenance."""
+    """Show what a weights file holds: encoder family and widths, input size, memory limit, flow, provenance."""
     from hmhi_cli import weights as weights_lib
 
     state, _ = weights_lib.read_state_dict(path)

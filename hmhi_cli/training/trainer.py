@@ -174,7 +174,7 @@ class Trainer:
                       "datasets": [str(d.root) for d in self.config.datasets],
                       "synthetic_fraction": self.config.synthetic_fraction}
         save_weights(self.net, weights_path, input_size=self.config.size, memory_limit=self.config.memory_limit,
-                     provenance=provenance)
+                     provenance=provenance, flow_max_side=self.config.flow_max_side)
         with atomic_path(self.checkpoint_dir / f"{stem}.optim.pt") as tmp:
             torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step}, tmp)
         write_text(self.checkpoint_dir / "latest.json", json.dumps({"step": self.step, "weights": weights_path.name,

@@ -498,3 +498,14 @@ def test_bad_inputs_raise_one_line_input_errors(tmp_path, frames):
         message = str(caught.value)
         assert words in message, case
         assert str(path) in message and "\n" not in message, case
+
+
+def test_file_objects_seekable_are_reread_and_piped_mp4_is_complete(tmp_path, frames):
+    clip = encode_clip(tmp_path / "camera.mp4", frames[:5])
+    in_memory = open_source(io.BytesIO(clip.read_bytes()))
+    assert in_memory.frame_count == 5
+    assert len(list(in_memory)) == len(list(in_memory)) == 5
+    with open_source(NonSeekable(clip.read_bytes())) as piped:
+        assert piped.frame_count == 5 and [f.index for f in piped] == list(range(5))
+    with pytest.raises(InputError, match="empty"):
+        open_source(NonSeekable(b""))

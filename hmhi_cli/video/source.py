@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import abc
+import io
 import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,6 +24,9 @@ from hmhi_cli.errors import InputError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 DEFAULT_IMAGE_FPS = Fraction(25)
 _VFR_INDEX_SCAN = 5000
+_HEAD_BYTES = 1024  # enough to tell the container and read a Matroska segment's size
+_ISO_BMFF_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+_SPOOL_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,22 +96,101 @@ def open_source(spec: str | os.PathLike | BinaryIO, fps: float | Fraction | str 
     """Open a video file, a folder of images, ``"-"`` (a video on stdin) or a binary file object.
 
     ``fps`` sets the frame rate of an image folder (default 25); videos keep their own timing.
-    Raises :class:`InputError` when the input is missing, unreadable, not a video, or empty.
-    The first frame is decoded here, so a broken input fails before any work starts.
+    Raises :class:`InputError` when the input is missing, unreadable, not a video, empty or
+    truncated. The first frame is decoded here, so a broken input fails before any work starts;
+    a piped stream that turns out shorter than its header says fails when its end is reached.
     """
     if hasattr(spec, "read"):
         name = getattr(spec, "name", None)
-        return VideoSource(spec, label=name if isinstance(name, str) else "stream")
+        return _open_stream(spec, label=name if isinstance(name, str) else "stream")
     if str(spec) == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise InputError("no video on stdin: pipe a video into the command when the input is '-'")
-        return VideoSource(sys.stdin.buffer, label="stdin")
+        return _open_stream(sys.stdin.buffer, label="stdin")
     path = Path(spec)
     if not path.exists():
         raise InputError(f"input not found: {path}")
     if path.is_dir():
         return ImageFolderSource(path, fps=DEFAULT_IMAGE_FPS if fps is None else fps)
     return VideoSource(path, label=str(path))
+
+
+def _open_stream(stream: BinaryIO, label: str) -> VideoSource:
+    """Open a video read from a binary file object (``label`` names it in messages).
+
+    A seekable file is read in place, from its start. A pipe carrying MP4/MOV (whose index usually
+    comes last, where only seeking reaches it) is first copied to an anonymous temporary file,
+    which leaves nothing on disk however the process ends; other piped containers (WebM,
+    Matroska, MPEG-TS) are decoded as they arrive.
+    """
+    try:
+        seekable = stream.seekable()
+        if seekable:
+            stream.seek(0)
+        head = _read_head(stream)
+    except OSError as err:
+        raise InputError(f"cannot read {label}: {err.strerror or err}") from err
+    if not head:
+        raise InputError(f"{label} is empty: no video data arrived")
+    if seekable:
+        return VideoSource(stream, label)
+    if head[4:8] not in _ISO_BMFF_BOXES:
+        return VideoSource(_PipeReader(head, stream), label)
+    spool = _spool(head, stream, label)
+    try:
+        return VideoSource(spool, label, owns_file=True)
+    except BaseException:
+        spool.close()
+        raise
+
+
+def _read_head(pipe: BinaryIO) -> bytes:
+    head = b""
+    while len(head) < _HEAD_BYTES:
+        chunk = pipe.read(_HEAD_BYTES - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def _spool(head: bytes, pipe: BinaryIO, label: str) -> BinaryIO:
+    """Copy a pipe (whose first bytes were already read as ``head``) into an anonymous temporary file."""
+    spool = tempfile.TemporaryFile(prefix="hmhi-")
+    try:
+        spool.write(head)
+        shutil.copyfileobj(pipe, spool, _SPOOL_CHUNK)
+        spool.seek(0)
+    except OSError as err:
+        spool.close()
+        where = tempfile.gettempdir()
+        raise InputError(f"cannot copy {label} to a temporary file in {where}: {err.strerror or err}") from err
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+class _PipeReader(io.RawIOBase):
+    """A pipe whose first bytes (read to recognise the container) are served again first; counts bytes served."""
+
+    def __init__(self, head: bytes, pipe: BinaryIO) -> None:
+        super().__init__()
+        self.head = head
+        self.bytes_read = 0
+        self._pipe = pipe
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.bytes_read < len(self.head):
+            chunk = self.head[self.bytes_read : self.bytes_read + len(buffer)]
+        else:
+            chunk = self._pipe.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        self.bytes_read += len(chunk)
+        return len(chunk)
 
 
 def natural_key(name: str) -> tuple:
@@ -135,19 +220,23 @@ def _ffmpeg_reason(err: Exception) -> str:
 class VideoSource(FrameSource):
     """A video decoded with PyAV (any container and codec FFmpeg reads).
 
+    ``file``: a path, a seekable binary file (read from its start), or a pipe (read once).
+    ``owns_file``: close ``file`` with the source.
     Frames are converted to RGB by swscale on one thread: FFmpeg 8's threaded conversion
     miswrites some pixels of alpha formats (seen with yuva420p and yuva444p10le).
     """
 
-    def __init__(self, file: Path | BinaryIO, label: str) -> None:
+    def __init__(self, file: Path | BinaryIO, label: str, owns_file: bool = False) -> None:
         self._file = file
+        self._owns_file = owns_file
         self._rotation = 0
         self.label = label
         self.name = file.stem if isinstance(file, Path) else Path(label).stem
+        size_and_head = self._size_and_head() if self._rewindable else None
         container, stream, frames = self._start()
         try:
-            if isinstance(file, Path):
-                _check_complete(file, stream, label)
+            if size_and_head is not None:
+                _check_complete(*size_and_head, stream, label)
             first = next(frames, None)
             if first is None:
                 raise InputError(f"{label}: contains no video frames (empty or truncated file)")
@@ -166,7 +255,24 @@ class VideoSource(FrameSource):
         self.duration_seconds = _duration_seconds(container, stream)
         self.is_vfr = _looks_vfr(stream)
 
+    @property
+    def _rewindable(self) -> bool:
+        return isinstance(self._file, Path) or self._file.seekable()
+
+    def _size_and_head(self) -> tuple[int, bytes]:
+        """Size of the whole input in bytes and its first bytes."""
+        if isinstance(self._file, Path):
+            with self._file.open("rb") as handle:
+                return self._file.stat().st_size, handle.read(_HEAD_BYTES)
+        size = self._file.seek(0, io.SEEK_END)
+        self._file.seek(0)
+        head = self._file.read(_HEAD_BYTES)
+        self._file.seek(0)
+        return size, head
+
     def _start(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, Iterator[Frame]]:
+        if self._rewindable and not isinstance(self._file, Path):
+            self._file.seek(0)
         container = self._open_container()
         try:
             stream = _first_video_stream(container, self.label)
@@ -184,9 +290,7 @@ class VideoSource(FrameSource):
         except IsADirectoryError as err:
             raise InputError(f"cannot read {self.label}: it is a folder") from err
         except (av.FFmpegError, OSError) as err:
-            piped = not isinstance(self._file, Path)
-            hint = "; a piped MP4 must have its index first (ffmpeg -movflags +faststart)" if piped else ""
-            raise InputError(f"not a video FFmpeg can read: {self.label} ({_ffmpeg_reason(err)}{hint})") from err
+            raise InputError(f"not a video FFmpeg can read: {self.label} ({_ffmpeg_reason(err)})") from err
 
     def _decode(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Iterator[Frame]:
         time_base = Fraction(stream.time_base)
@@ -203,6 +307,8 @@ class VideoSource(FrameSource):
                     f"{self.label}: decoding failed at frame {index} ({reason}): the file is corrupt or truncated"
                 ) from err
             if decoded is None:
+                if isinstance(self._file, _PipeReader):
+                    _check_pipe_complete(self._file, self.label)
                 return
             if index == 0:
                 self._rotation = clockwise_rotation(decoded.rotation)
@@ -217,7 +323,7 @@ class VideoSource(FrameSource):
         if self._pending is not None:
             container, frames = self._pending
             self._pending = None
-        elif isinstance(self._file, Path):
+        elif self._rewindable:
             container, _, frames = self._start()
         else:
             raise InputError(f"{self.label}: a piped video can only be read once")
@@ -230,25 +336,32 @@ class VideoSource(FrameSource):
         if self._pending is not None:
             self._pending[0].close()
             self._pending = None
+        if self._owns_file:
+            self._file.close()
 
 
-def _check_complete(path: Path, stream: av.video.stream.VideoStream, label: str) -> None:
-    """Raise InputError when the file is shorter than its own header says.
+def _check_complete(file_size: int, head: bytes, stream: av.video.stream.VideoStream, label: str) -> None:
+    """Raise InputError when a file of ``file_size`` bytes starting with ``head`` is shorter than its header says.
 
     Demuxers stop quietly at the end of a cut file, so this is checked up front: MP4/MOV list
     where every frame's bytes are; Matroska/WebM headers give the length of the whole segment.
     """
-    file_size = path.stat().st_size
     entries = stream.index_entries
     if stream.frames and len(entries) == stream.frames:
         last = entries[len(entries) - 1]
         if last.pos >= 0 and last.pos + last.size > file_size:
             cut = next(i for i in range(len(entries)) if entries[i].pos + entries[i].size > file_size)
             raise InputError(f"{label}: the file is truncated: frame {cut} of {len(entries)} is cut off")
-    with path.open("rb") as handle:
-        segment_end = _matroska_segment_end(handle.read(1024))
+    segment_end = _matroska_segment_end(head)
     if segment_end is not None and segment_end > file_size:
         raise InputError(f"{label}: the file is truncated: {file_size} of {segment_end} bytes")
+
+
+def _check_pipe_complete(pipe: _PipeReader, label: str) -> None:
+    """Raise InputError when a piped Matroska/WebM stream ended before the segment its header announced."""
+    segment_end = _matroska_segment_end(pipe.head)
+    if segment_end is not None and segment_end > pipe.bytes_read:
+        raise InputError(f"{label}: the video is truncated: {pipe.bytes_read} of {segment_end} bytes arrived")
 
 
 def _matroska_segment_end(head: bytes) -> int | None:

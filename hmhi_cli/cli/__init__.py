@@ -11,17 +11,35 @@ import sys
 
 import typer
 
-from hmhi_cli.cli.common import err_console
+from hmhi_cli import __version__
+from hmhi_cli.cli.common import HelpWhenBare, err_console, show_flags_plainly
 from hmhi_cli.errors import HmhiError
 from hmhi_cli.runtime import keep_freed_memory
 
 app = typer.Typer(
     name="hmhi",
     help="Find and cut out the main moving object of any video (HMHI-Net, no clicks, no first-frame mask).",
+    cls=HelpWhenBare,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+show_flags_plainly()
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        typer.echo(f"hmhi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Options that come before the command."""
 
 
 def _register_commands() -> None:

@@ -1,14 +1,28 @@
-"""Shared pieces of the CLI: consoles, progress bars, JSON output."""
+"""Shared pieces of the CLI: consoles, progress bars and progress lines, JSON output, help display."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+from datetime import timedelta
 from enum import Enum
 from typing import Any
 
+import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from typer.core import TyperGroup, TyperOption
+
+PLAIN_PROGRESS_INTERVAL_S = 10.0
 
 
 class FlowBackend(str, Enum):
@@ -39,7 +53,10 @@ out_console = Console()
 
 
 def progress(quiet: bool = False) -> Progress:
-    """A progress display on stderr; hidden when ``quiet`` or when stderr is not a terminal."""
+    """Progress on stderr: live bars on a terminal, a plain line per task every
+    :data:`PLAIN_PROGRESS_INTERVAL_S` seconds otherwise (logs, CI), nothing when ``quiet``."""
+    if not quiet and not err_console.is_terminal:
+        return _LogProgress()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -47,9 +64,67 @@ def progress(quiet: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        disable=quiet or not err_console.is_terminal,
+        disable=quiet,
         transient=False,
     )
+
+
+class _LogProgress(Progress):
+    """Progress without a live display: a background thread prints one line per unfinished task
+    every :data:`PLAIN_PROGRESS_INTERVAL_S` seconds while the progress is started."""
+
+    def __init__(self) -> None:
+        super().__init__(console=err_console, disable=True)
+        self._stopped = threading.Event()
+        self._reporter = threading.Thread(target=self._report_until_stopped, name="hmhi-progress", daemon=True)
+
+    def start(self) -> None:
+        super().start()
+        self._reporter.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._reporter.is_alive():
+            self._reporter.join()
+        super().stop()
+
+    def _report_until_stopped(self) -> None:
+        while not self._stopped.wait(PLAIN_PROGRESS_INTERVAL_S):
+            for task in self.tasks:
+                if task.visible and not task.finished:
+                    err_console.print(progress_line(task), markup=False, highlight=False, soft_wrap=True)
+
+
+def progress_line(task: Task) -> str:
+    """``description: done/total (rate/s, ETA h:mm:ss)``; total, rate and ETA only once known."""
+    done = f"{task.completed:.0f}" if task.total is None else f"{task.completed:.0f}/{task.total:.0f}"
+    speed = task.speed
+    if not speed:
+        return f"{task.description}: {done}"
+    eta = task.time_remaining
+    rate = f"{speed:.1f}/s" if eta is None else f"{speed:.1f}/s, ETA {timedelta(seconds=eta)}"
+    return f"{task.description}: {done} ({rate})"
+
+
+class HelpWhenBare(TyperGroup):
+    """A command group that, run without a command, prints its help and exits 0 (Typer exits 2)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            typer.echo(ctx.get_help(), nl=False)
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
+
+
+def show_flags_plainly() -> None:
+    """Make ``--help`` show on/off flags bare: Typer 0.29 gives them a type (``--quiet <bool>``)
+    as if they took a value."""
+    value_type = TyperOption.display_type_rich
+
+    def display_type_rich(option: TyperOption, ctx: typer.Context) -> str | None:
+        return None if option.is_flag else value_type(option, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
 
 
 def print_json(data: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from hmhi_cli.cli.common import Device, FlowBackend, err_console, progress
+from hmhi_cli.cli.common import Device, FlowBackend, HelpWhenBare, err_console, progress
 
 
 class ImageFormat(str, Enum):
@@ -77,6 +77,6 @@ def precompute(
 
 def register(app: typer.Typer) -> None:
     """Add the ``flow`` command group to ``app``."""
-    flow_app = typer.Typer(help="Optical flow as HMHI-Net expects it.", no_args_is_help=True)
+    flow_app = typer.Typer(help="Optical flow as HMHI-Net expects it.", cls=HelpWhenBare, no_args_is_help=True)
     flow_app.command("precompute")(precompute)
     app.add_typer(flow_app, name="flow")

@@ -98,6 +98,34 @@ def read_prediction(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarr
     return grey
 
 
+def prediction_grey(path: str | os.PathLike | None, shape: tuple[int, int]) -> np.ndarray:
+    """The prediction as scored: :func:`read_prediction`, or an all-zero map when ``path`` is None (missing)."""
+    if path is None:
+        return np.zeros(shape, dtype=np.uint8)
+    return read_prediction(path, shape)
+
+
+def foreground(grey: np.ndarray) -> np.ndarray:
+    """The scored mask of a prediction map: pixels above :data:`FOREGROUND_THRESHOLD`."""
+    return grey > FOREGROUND_THRESHOLD
+
+
+def prediction_index(folder: Path) -> dict[str, Path]:
+    """Prediction files of one sequence folder by stem; PNG preferred over JPEG, hidden files ignored."""
+    if not folder.is_dir():
+        return {}
+    candidates = [
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in PREDICTION_SUFFIXES and not path.name.startswith(".") and path.is_file()
+    ]
+    candidates.sort(key=lambda path: PREDICTION_SUFFIXES.index(path.suffix.lower()))
+    index: dict[str, Path] = {}
+    for path in candidates:
+        index.setdefault(path.stem, path)
+    return index
+
+
 # --- J and F -----------------------------------------------------------------------------------
 
 
@@ -284,7 +312,11 @@ def _dataset_vsod(sequences: list[_VsodSequence]) -> VsodScores:
 
 @dataclass(frozen=True)
 class SequenceResult:
-    """Scores of one sequence; ``f`` is None for J-only datasets, ``vsod`` unless asked for."""
+    """Scores of one sequence; ``f`` is None for J-only datasets, ``vsod`` unless asked for.
+
+    ``frames`` names the scored frames (stems) in order; ``j_scores`` and ``f_scores`` are their
+    per-frame J and F.
+    """
 
     name: str
     frames: list[str]
@@ -298,6 +330,13 @@ class SequenceResult:
     @property
     def j_and_f(self) -> float | None:
         return None if self.f is None else (self.j.mean + self.f.mean) / 2
+
+    @property
+    def frame_scores(self) -> list[float]:
+        """Per-frame (J + F) / 2, or J alone for J-only datasets: the score frames are ranked by."""
+        if self.f_scores is None:
+            return list(self.j_scores)
+        return [(j + f) / 2 for j, f in zip(self.j_scores, self.f_scores)]
 
     def to_dict(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"J": self.j.to_dict(), "F": None if self.f is None else self.f.to_dict()}
@@ -416,22 +455,6 @@ def _scored_frames(sequence: Sequence, dataset: str, all_frames: bool) -> list[P
     return scored
 
 
-def _prediction_index(folder: Path) -> dict[str, Path]:
-    """Prediction files of one sequence folder by stem; PNG preferred over JPEG."""
-    if not folder.is_dir():
-        return {}
-    candidates = [
-        path
-        for path in folder.iterdir()
-        if path.suffix.lower() in PREDICTION_SUFFIXES and not path.name.startswith(".") and path.is_file()
-    ]
-    candidates.sort(key=lambda path: PREDICTION_SUFFIXES.index(path.suffix.lower()))
-    index: dict[str, Path] = {}
-    for path in candidates:
-        index.setdefault(path.stem, path)
-    return index
-
-
 def _evaluate_sequence(
     sequence: Sequence,
     frames: list[Path],
@@ -441,7 +464,7 @@ def _evaluate_sequence(
     frame_done: Callable[[str], None],
 ) -> tuple[SequenceResult, _VsodSequence | None, int]:
     """Score one sequence; also return its raw VSOD curves and how many predictions were found."""
-    predictions = _prediction_index(pred_root / sequence.name)
+    predictions = prediction_index(pred_root / sequence.name)
     vsod = _VsodAccumulator() if with_vsod else None
     j_scores: list[float] = []
     f_scores: list[float] = []
@@ -451,10 +474,8 @@ def _evaluate_sequence(
         prediction_path = predictions.get(frame.stem)
         if prediction_path is None:
             missing.append(f"{sequence.name}/{frame.stem}.png")
-            grey = np.zeros(annotation.shape, dtype=np.uint8)
-        else:
-            grey = read_prediction(prediction_path, annotation.shape)
-        segmentation = grey > FOREGROUND_THRESHOLD
+        grey = prediction_grey(prediction_path, annotation.shape)
+        segmentation = foreground(grey)
         j_scores.append(region_similarity(annotation, segmentation))
         if with_boundary:
             f_scores.append(boundary_f_measure(annotation, segmentation))

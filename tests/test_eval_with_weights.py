@@ -1,4 +1,5 @@
-"""``hmhi eval --weights``: from checkpoint to table in one command, with or without precomputed flow."""
+"""``hmhi eval --weights``: from checkpoint to table in one command, with or without precomputed flow;
+the --pred folder is resumed with the same settings, never mixed with other ones, and never left half-written."""
 
 from __future__ import annotations
 
@@ -32,9 +33,33 @@ def small_davis(root: Path, frames: int = 6) -> Path:
     return root
 
 
-def hmhi(*args: str) -> subprocess.CompletedProcess:
+def hmhi(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hmhi_cli", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def tiny_weights(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    save_weights(build_model("mit_b0"), path, input_size=64)
+    return path
+
+
+def eval_into(root: Path, weights: Path, pred: Path | None, *extra: str, env: dict[str, str] | None = None):
+    target = () if pred is None else ("--pred", str(pred))
+    return hmhi("eval", "--dataset", "davis16", "--root", str(root), "--weights", str(weights), "--flow", "dis",
+                *target, "-q", *extra, env=env)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder`` (hidden ones too): its bytes and modification time."""
+    return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
 
 
 def test_eval_with_weights_computed_and_precomputed_flow_agree(tmp_path):
@@ -73,3 +98,62 @@ def test_eval_with_precomputed_flow_missing_is_one_line(tmp_path):
                   "--flow-dir", str(tmp_path / "empty"), "-q")
     assert result.returncode != 0 and "hmhi flow precompute" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_pred_of_other_weights_is_replaced_only_with_overwrite(tmp_path):
+    first, second = tiny_weights(tmp_path / "first.safetensors", 0), tiny_weights(tmp_path / "second.safetensors", 1)
+    root, pred = small_davis(tmp_path / "davis", frames=3), tmp_path / "pred"
+    assert eval_into(root, first, pred).returncode == 0
+    made_by_first = snapshot(pred)
+    maps = sorted(name for name in made_by_first if name.endswith(".png"))
+    assert maps == [f"{sequence}/{index:05d}.png" for sequence in SEQUENCES for index in range(3)]
+
+    message = one_line_error(eval_into(root, second, pred))
+    assert "--overwrite" in message and "first.safetensors" in message
+    assert snapshot(pred) == made_by_first
+
+    assert eval_into(root, second, pred, "--overwrite").returncode == 0
+    made_by_second = snapshot(pred)
+    assert sorted(name for name in made_by_second if name.endswith(".png")) == maps
+    assert any(made_by_second[name][0] != made_by_first[name][0] for name in maps)
+    manifest = json.loads((pred / "hmhi-predictions.json").read_text())
+    assert manifest["settings"]["weights"] == "second.safetensors" and manifest["finished"] == list(SEQUENCES)
+
+    assert eval_into(root, second, pred).returncode == 0  # same settings: resumed, nothing left to do
+    assert snapshot(pred) == made_by_second
+
+
+def test_pred_holding_other_predictions_is_refused(tmp_path):
+    weights = tiny_weights(tmp_path / "tiny.safetensors", 0)
+    root, pred = small_davis(tmp_path / "davis", frames=3), tmp_path / "pred"
+    (pred / "dog").mkdir(parents=True)
+    shutil.copy(DAVIS / "Annotations" / "480p" / "dog" / "00000.png", pred / "dog")
+    before = snapshot(pred)
+    assert "--overwrite" in one_line_error(eval_into(root, weights, pred))
+    assert snapshot(pred) == before
+
+
+def test_an_error_leaves_finished_sequences_only_and_the_run_resumes(tmp_path):
+    weights = tiny_weights(tmp_path / "tiny.safetensors", 0)
+    root, pred = small_davis(tmp_path / "davis"), tmp_path / "pred"
+    broken = root / "JPEGImages" / "480p" / "dog" / "00003.jpg"
+    frame = broken.read_bytes()
+    broken.write_bytes(b"not a jpeg")
+
+    assert "00003.jpg" in one_line_error(eval_into(root, weights, pred))
+    assert sorted(path.relative_to(pred).as_posix() for path in pred.rglob("*")) == [
+        "blackswan", *(f"blackswan/{index:05d}.png" for index in range(6)), "hmhi-predictions.json"]
+    assert json.loads((pred / "hmhi-predictions.json").read_text())["finished"] == ["blackswan"]
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    one_line_error(eval_into(root, weights, None, env={"TMPDIR": str(temporary)}))
+    assert list(temporary.glob("hmhi-eval-*")) == []
+
+    broken.write_bytes(frame)
+    finished_before = snapshot(pred / "blackswan")
+    resumed = eval_into(root, weights, pred, "--json", "-")
+    assert resumed.returncode == 0, resumed.stderr
+    assert snapshot(pred / "blackswan") == finished_before
+    assert sorted(path.name for path in (pred / "dog").iterdir()) == [f"{index:05d}.png" for index in range(6)]
+    assert not json.loads(resumed.stdout)["missing"]

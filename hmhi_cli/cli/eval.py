@@ -93,7 +93,8 @@ def eval_command(
     dataset: Dataset = typer.Option(..., "--dataset", help="Benchmark protocol: davis16 (J and F), fbms or ytobj (J)."),
     root: Path = typer.Option(..., "--root", help="Dataset root (DAVIS, FBMS, YouTube-Objects or reference layout)."),
     pred: Optional[Path] = typer.Option(
-        None, "--pred", help="Predicted masks or soft maps: PRED/<sequence>/<frame>.png (written there with --weights)."
+        None, "--pred",
+        help="Predicted masks or soft maps: PRED/<sequence>/<frame>.png (with --weights: written there, resumed).",
     ),
     weights: Optional[Path] = typer.Option(
         None, "--weights", help="Run the model on the dataset first (predictions go to --pred, or a temporary folder)."
@@ -117,6 +118,12 @@ def eval_command(
         None, "--json", help="Write all results as JSON to FILE ('-': JSON on stdout instead of the table)."
     ),
     csv_path: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per sequence plus a mean row."),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Write pictures to DIR: overview.png and worst-frames/<sequence>.png contact sheets."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing --report, and --pred predictions made with other settings."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; the table shows only the mean row."),
 ) -> None:
     """Score predicted masks against a benchmark's ground truth (DAVIS toolkit protocol).
@@ -124,43 +131,59 @@ def eval_command(
     With --weights, segment the dataset first: one command from checkpoint to table.
     """
     from hmhi_cli.evaluation import evaluate
+    from hmhi_cli.report import check_report_folder, write_report
 
     names = None
     if sequences is not None:
         names = [name.strip() for name in sequences.split(",") if name.strip()]
     if pred is None and weights is None:
         raise InputError("pass --pred PRED (predictions to score) or --weights W (segment the dataset first)")
+    if report is not None:
+        check_report_folder(report, overwrite)
     with contextlib.ExitStack() as stack:
         if weights is not None:
             pred = pred or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hmhi-eval-")))
-            _predict(root, pred, names, weights, size, flow.value, raft_weights, flow_dir, device.value, precision.value, quiet)
-        _score(evaluate, root, pred, dataset, names, all_frames, metrics, json_path, csv_path, quiet)
+            _predict(root, pred, names, weights, size, flow.value, raft_weights, flow_dir, device.value,
+                     precision.value, overwrite, quiet)
+        result = _score(evaluate, root, pred, dataset, names, all_frames, metrics, quiet)
+        if report is not None:
+            written = write_report(result, root, pred, report, overwrite=overwrite)
+            if not quiet:
+                err_console.print(f"report written to {report}: {written.overview.name} and "
+                                  f"{len(written.sheets)} contact sheets", highlight=False, soft_wrap=True)
+    if csv_path is not None:
+        result.write_csv(csv_path)
+    if json_path is not None and str(json_path) == "-":
+        print_json(result.to_dict())
+        return
+    if json_path is not None:
+        result.write_json(json_path)
+    _stdout_console().print(_table(result, quiet))
 
 
 def _predict(root: Path, pred: Path, names: list[str] | None, weights: Path, size: int | None, flow: str,
-             raft_weights: Path | None, flow_dir: Path | None, device: str, precision: str, quiet: bool) -> None:
-    """Segment every sequence of the dataset into ``pred`` (resumable)."""
-    from hmhi_cli.flow import resolve_flow_backend
-    from hmhi_cli.inference import load_segmentation_weights, resolve_device, segment_dataset
+             raft_weights: Path | None, flow_dir: Path | None, device: str, precision: str, overwrite: bool,
+             quiet: bool) -> None:
+    """Segment the dataset into ``pred``: resumes a run of the same settings, refuses others unless ``overwrite``."""
+    from hmhi_cli.predictions import predict_dataset
 
-    net, info, _ = load_segmentation_weights(weights)
-    torch_device = resolve_device(device)
-    estimator = None if flow_dir else resolve_flow_backend(flow, raft_weights, torch_device.type, allow_download=True)
-    if not quiet:
-        err_console.print(f"segmenting with {weights.name} ({info.encoder}, input {size or info.input_size}), "
-                          f"flow {'precomputed' if flow_dir else estimator.name} -> {pred}", highlight=False)
+    def inform(message: str) -> None:
+        if not quiet:
+            err_console.print(message, highlight=False, soft_wrap=True)
+
     with progress(quiet) as bars:
         task = bars.add_task("segmenting", total=None)
 
         def show(sequence: str, done: int, total: int) -> None:
             bars.update(task, completed=done, total=total, description=f"segmenting {sequence}")
 
-        segment_dataset(net, root, pred, size or info.input_size, estimator, sequences=names, flow_root=flow_dir,
-                        device=torch_device, precision=precision, on_frame=show)
+        predict_dataset(root, pred, weights, size=size, flow=flow, raft_weights=raft_weights, flow_dir=flow_dir,
+                        device=device, precision=precision, sequences=names, overwrite=overwrite, on_info=inform,
+                        on_frame=show)
 
 
 def _score(evaluate, root: Path, pred: Path, dataset: Dataset, names: list[str] | None, all_frames: bool,
-           metrics: MetricSet, json_path: Path | None, csv_path: Path | None, quiet: bool) -> None:
+           metrics: MetricSet, quiet: bool) -> EvaluationResult:
     with progress(quiet) as bars:
         task = bars.add_task("evaluating", total=None)
 
@@ -178,14 +201,7 @@ def _score(evaluate, root: Path, pred: Path, dataset: Dataset, names: list[str] 
         )
     if result.missing:
         _warn_missing(result.missing)
-    if csv_path is not None:
-        result.write_csv(csv_path)
-    if json_path is not None and str(json_path) == "-":
-        print_json(result.to_dict())
-        return
-    if json_path is not None:
-        result.write_json(json_path)
-    _stdout_console().print(_table(result, quiet))
+    return result
 
 
 def register(app: typer.Typer) -> None:

@@ -8,18 +8,23 @@ Backends (one interface, :class:`FlowEstimator`):
 - ``raft-large`` / ``raft-small``: torchvision RAFT; weights from a file, torchvision's cache, or
   (only when allowed) torchvision's download.
 - ``dis``: OpenCV's DIS optical flow on grey frames; no weights, fast on CPU.
-- ``auto``: RAFT-large when its weights are on this machine, else DIS.
+- ``auto``: RAFT when weights are given (large or small, as the file holds) or RAFT-large's are
+  in torchvision's cache, else DIS.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import io
 import math
 import re
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
+from urllib.error import URLError
 from urllib.parse import urlparse
 
 import cv2
@@ -30,6 +35,7 @@ import torch.nn.functional as F
 from hmhi_cli.atomic import atomic_path, remove_partials, write_bytes
 from hmhi_cli.errors import InputError, OutputError, WeightsError
 from hmhi_cli.video import read_image
+from hmhi_cli.weights import read_state_dict
 
 if TYPE_CHECKING:
     from hmhi_cli.data.layouts import Sequence
@@ -154,28 +160,29 @@ def raft_cache_path(variant: str = "raft-large") -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+_RAFT_STEM = "feature_encoder.convnormrelu.0.weight"
+_RAFT_VARIANT_BY_STEM_WIDTH = {64: "raft-large", 32: "raft-small"}
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a state dict from a torchvision ``.pth`` (``torch.save``) or a safetensors file."""
-    if not path.is_file():
-        raise WeightsError(f"RAFT weights file not found: {path}")
-    with path.open("rb") as handle:
-        head = handle.read(9)
-    try:
-        if len(head) == 9 and head[8:9] == b"{":  # safetensors: 8-byte header length, then a JSON header
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot read RAFT weights {path}: {_one_line(exc)}") from exc
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise WeightsError(f"{path} is not a RAFT state dict (expected a mapping of parameter names to tensors)")
+    """The tensors of a torchvision ``.pth`` (``torch.save``) or a safetensors file."""
+    state, _ = read_state_dict(path)
     return state
+
+
+def raft_variant(weights: str | Path) -> str:
+    """``raft-large`` or ``raft-small``: which RAFT a weights file holds, from its first convolution's width."""
+    stem = _read_state_dict(Path(weights)).get(_RAFT_STEM)
+    variant = None if stem is None else _RAFT_VARIANT_BY_STEM_WIDTH.get(stem.shape[0])
+    if variant is None:
+        raise WeightsError(f"{weights}: not RAFT weights (no raft-large or raft-small '{_RAFT_STEM}')")
+    return variant
+
+
+def _download_reason(exc: Exception) -> str:
+    """Why a download failed, in a few words ("Connection refused", not urllib's wrapped message)."""
+    cause = exc.reason if isinstance(exc, URLError) else exc
+    return getattr(cause, "strerror", None) or " ".join(str(cause).split()) or type(exc).__name__
 
 
 def _load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, variant: str) -> None:
@@ -237,11 +244,16 @@ class RaftFlowEstimator(FlowEstimator):
                 f"{variant} weights not found: put {cached.name} (from {default_weights.url}) in {cached.parent}/ "
                 f"or pass --raft-weights FILE"
             )
+        torch_notes = io.StringIO()
         try:
-            state = default_weights.get_state_dict(progress=False, check_hash=True)
+            with contextlib.redirect_stdout(torch_notes):  # torch announces the download on stdout before trying
+                state = default_weights.get_state_dict(progress=False, check_hash=True)
         except Exception as exc:
-            reason = _one_line(exc)
-            raise WeightsError(f"could not download {variant} weights from {default_weights.url}: {reason}") from exc
+            raise WeightsError(
+                f"cannot download {variant} weights ({_download_reason(exc)}): pass --raft-weights FILE "
+                f"(torchvision's {cached.name}) or use --flow dis"
+            ) from exc
+        sys.stderr.write(torch_notes.getvalue())
         _load_checked(model, state, default_weights.url, variant)
         return model
 
@@ -274,18 +286,22 @@ def resolve_flow_backend(
 ) -> FlowEstimator:
     """Build the estimator for backend ``name`` (see :data:`FLOW_BACKENDS`).
 
-    ``auto`` picks RAFT-large when ``raft_weights`` is given or torchvision's cache holds its
-    weights, else DIS; the returned estimator's ``name`` says which. So ``auto`` never needs a
-    download: ``allow_download`` only lets an explicitly named RAFT fetch torchvision's weights.
+    ``auto`` picks RAFT when ``raft_weights`` is given (the variant the file holds) or torchvision's
+    cache holds RAFT-large's weights, else DIS; the returned estimator's ``name`` says which. So
+    ``auto`` never needs a download: ``allow_download`` only lets an explicitly named RAFT fetch
+    torchvision's weights.
     ``max_side`` caps RAFT's working resolution; ``dis_max_side`` caps DIS's (None: full
     resolution), as the weights in use record it.
     """
     if name not in FLOW_BACKENDS:
         raise InputError(f"unknown flow backend '{name}': choose {', '.join(FLOW_BACKENDS)}")
     if name == "auto":
-        if raft_weights is None and not raft_cache_path("raft-large").is_file():
+        if raft_weights is not None:
+            name = raft_variant(raft_weights)
+        elif raft_cache_path("raft-large").is_file():
+            name = "raft-large"
+        else:
             return DisFlowEstimator(preset=dis_preset, max_side=dis_max_side)
-        name = "raft-large"
     if name == "dis":
         return DisFlowEstimator(preset=dis_preset, max_side=dis_max_side)
     return RaftFlowEstimator(
@@ -401,7 +417,39 @@ class FlowTargets:
     flo: Path | None
 
     def done(self) -> bool:
-        return self.image.is_file() and (self.flo is None or self.flo.is_file())
+        """Whether every output exists and is whole (an empty or cut-off file is written again)."""
+        return _image_complete(self.image) and (self.flo is None or _flo_complete(self.flo))
+
+
+_IMAGE_ENDS = {".jpg": (b"\xff\xd8", b"\xff\xd9"), ".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82")}
+
+
+def _image_complete(path: Path) -> bool:
+    """Whether a JPEG/PNG file starts and ends with its format's markers (cheap: reads only both ends)."""
+    start, end = _IMAGE_ENDS[path.suffix]
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(start))
+            if handle.seek(0, io.SEEK_END) < len(start) + len(end):
+                return False
+            handle.seek(-len(end), io.SEEK_END)
+            return head == start and handle.read() == end
+    except OSError:
+        return False
+
+
+def _flo_complete(path: Path) -> bool:
+    """Whether a ``.flo`` file is as long as its header says."""
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(12)
+            size = handle.seek(0, io.SEEK_END)
+    except OSError:
+        return False
+    if len(header) < 12:
+        return False
+    magic, width, height = struct.unpack("<fii", header)
+    return magic == FLO_MAGIC and size == 12 + width * height * 8
 
 
 def _is_davis_frame(sequence: Sequence, frame: Path) -> bool:

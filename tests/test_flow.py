@@ -237,7 +237,7 @@ def test_raft_weight_errors_without_network(raft_small_files, empty_torch_hub, t
         RaftFlowEstimator("raft-large", weights=pth)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(WeightsError, match="cannot read"):
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint"):
         RaftFlowEstimator("raft-small", weights=garbage)
 
 
@@ -458,3 +458,52 @@ def test_cli_bad_root_is_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "no-such-dataset" in result.stderr
+
+
+def reference_dataset(root: Path, frames: int, size: tuple[int, int] = (128, 160)) -> Path:
+    """One sequence ``clip`` in the reference layout (``<root>/clip/frame/*.png``) of a moving square."""
+    (root / "clip" / "frame").mkdir(parents=True)
+    for index, frame in enumerate(moving_square_clip(frames, (3, 2), size=size)):
+        cv2.imwrite(str(root / "clip" / "frame" / f"{index:05d}.png"), frame)
+    return root
+
+
+def test_cli_precompute_recomputes_empty_and_truncated_flow_images(tmp_path):
+    root = reference_dataset(tmp_path / "data", 4)
+    first = run_cli(str(root), "--flow", "dis", "-q")
+    assert first.returncode == 0, first.stderr
+    flows = sorted((root / "clip" / "flow").glob("*.jpg"))
+    assert [path.name for path in flows] == [f"{i:05d}.jpg" for i in range(4)]
+    flows[1].write_bytes(b"")
+    flows[2].write_bytes(flows[2].read_bytes()[: flows[2].stat().st_size // 2])
+    second = run_cli(str(root), "--flow", "dis", "-q")
+    assert second.returncode == 0, second.stderr
+    assert "2 computed, 2 skipped" in second.stdout, second.stdout
+    for path in flows:
+        assert cv2.imread(str(path)) is not None, path
+    third = run_cli(str(root), "--flow", "dis", "-q")
+    assert "0 computed, 4 skipped" in third.stdout, third.stdout
+
+
+def test_cli_offline_raft_download_says_what_to_do_in_one_line(tmp_path):
+    root = reference_dataset(tmp_path / "data", 2)
+    closed_port = "http://127.0.0.1:9"
+    offline = {"TORCH_HOME": str(tmp_path / "torch-home"), "https_proxy": closed_port, "HTTPS_PROXY": closed_port,
+               "no_proxy": "", "NO_PROXY": ""}
+    result = run_cli(str(root), "--flow", "raft-small", "-q", env_extra=offline)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "raft-small" in lines[0] and "--raft-weights FILE" in lines[0] and "--flow dis" in lines[0], lines[0]
+    assert "urlopen" not in lines[0] and not (root / "clip" / "flow").exists()
+    assert "Downloading" not in result.stdout, result.stdout
+
+
+def test_cli_auto_uses_the_raft_variant_of_the_given_weights(raft_small_files, tmp_path):
+    root = reference_dataset(tmp_path / "data", 2, size=(80, 96))
+    pth, _ = raft_small_files
+    result = run_cli(str(root), "--raft-weights", str(pth), "--device", "cpu",
+                     env_extra={"TORCH_HOME": str(tmp_path / "torch-home")})
+    assert result.returncode == 0, result.stderr
+    assert "flow backend: raft-small on cpu" in result.stderr
+    assert "flow (raft-small): 2 computed" in result.stdout

@@ -8,6 +8,7 @@ Nothing here ever unpickles code: torch files are read with ``weights_only=True`
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import json
 import os
 import re
@@ -63,7 +64,10 @@ def default_weights_path() -> Path:
     override = os.environ.get("HMHI_WEIGHTS")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1] / "weights" / DEFAULT_WEIGHTS_NAME
+    try:
+        return Path(str(importlib.resources.files("hmhi_cli.default_weights") / DEFAULT_WEIGHTS_NAME))
+    except ModuleNotFoundError:  # a source tree on sys.path without an install
+        return Path(__file__).resolve().parents[1] / "weights" / DEFAULT_WEIGHTS_NAME
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -78,11 +82,23 @@ def _short_list(keys: list[str]) -> str:
 
 
 def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
+    import warnings
+
+    with path.open("rb") as handle:
+        magic = handle.read(2)
+    if magic != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive; torch < 1.6 a pickle
+        raise WeightsError(f"{path}: not a PyTorch checkpoint ({'not a zip/pickle file' if magic else 'empty file'})")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle that needs code, not a torch file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WeightsError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on pickle protocols it did not write
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle that needs code, truncated zip or pickle
+        reason = " ".join(str(exc).split())
+        if reason.startswith("Weights only load failed"):
+            raise WeightsError(f"{path}: the checkpoint contains pickled code (Python objects beyond tensors), "
+                               "which hmhi never executes; save the model's state_dict() instead") from None
+        first_sentence = reason.split(". ")[0] or type(exc).__name__
+        raise WeightsError(f"{path}: not a readable checkpoint (damaged or truncated: {first_sentence})") from None
     if isinstance(payload, dict):
         for wrapper in ("network", "state_dict", "model"):
             if wrapper in payload and isinstance(payload[wrapper], dict):

@@ -98,9 +98,6 @@ class _VideoWriter(abc.ABC):
         """A writer with the size, frame rate and time base of ``source``."""
         return cls(path, source.width, source.height, fps=source.fps, time_base=source.time_base, **options)
 
-    def _encoded_size(self) -> tuple[int, int]:
-        return self.width, self.height
-
     @abc.abstractmethod
     def _codec_options(self) -> dict[str, str]:
         """Encoder options (quality, speed, profile)."""
@@ -123,7 +120,7 @@ class _VideoWriter(abc.ABC):
                 options=self._container_options(),
             )
             stream = self._container.add_stream(self.codec, rate=self.fps, options=self._codec_options())
-            stream.width, stream.height = self._encoded_size()
+            stream.width, stream.height = self.width, self.height
             stream.pix_fmt = self.pix_fmt
             stream.time_base = self.time_base
             stream.codec_context.time_base = self.time_base
@@ -316,18 +313,27 @@ class AlphaVideoWriter(_VideoWriter):
 
 
 class RgbVideoWriter(_VideoWriter):
-    """Plain RGB frames (e.g. a cut-out composited on a background), H.264 yuv420p ``.mp4``.
+    """Plain RGB frames (e.g. a cut-out composited on a background), H.264 ``.mp4`` at the exact frame size.
 
-    H.264 4:2:0 needs even sizes: an odd width or height is padded by repeating the last
-    column or row, so the video may be one pixel wider or taller than the source.
+    Even sizes use yuv420p, which every player handles. H.264 4:2:0 cannot code an odd width or
+    height, so odd sizes are written as yuv444p (High 4:4:4 profile): FFmpeg, VLC and mpv play
+    it; browsers and some editors may not.
     """
 
     allowed_suffixes = (".mp4",)
     codec = "libx264"
-    pix_fmt = "yuv420p"
 
-    def _encoded_size(self) -> tuple[int, int]:
-        return self.width + self.width % 2, self.height + self.height % 2
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        *,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+    ) -> None:
+        super().__init__(path, width, height, fps=fps, time_base=time_base)
+        self.pix_fmt = "yuv444p" if width % 2 or height % 2 else "yuv420p"
 
     def _codec_options(self) -> dict[str, str]:
         return {"crf": "20", "preset": "veryfast", "bf": "0"}
@@ -341,14 +347,11 @@ class RgbVideoWriter(_VideoWriter):
     def write(self, rgb: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
         """Append one HxWx3 uint8 RGB frame."""
         self._check_shape(rgb, 3, "rgb")
-        width, height = self._encoded_size()
-        if (width, height) != (self.width, self.height):
-            rgb = cv2.copyMakeBorder(rgb, 0, height - self.height, 0, width - self.width, cv2.BORDER_REPLICATE)
         self._encode(_rgb_frame(rgb, self.pix_fmt), pts, duration)
 
 
 class OverlayVideoWriter(RgbVideoWriter):
-    """A preview: the source with the mask tinted over it and outlined, H.264 yuv420p ``.mp4``."""
+    """A preview: the source with the mask tinted over it and outlined, H.264 ``.mp4`` as :class:`RgbVideoWriter`."""
 
     def __init__(
         self,

@@ -1,15 +1,23 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
 An interrupted run therefore never leaves a half-written file under the final name.
+Also here: deleting a path without following links, and holding signals back for the
+few renames that must not be cut in the middle.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""The signals that ask a run to stop: Ctrl-C, ``kill``/``timeout``, a closed terminal."""
 
 
 def _read_umask() -> int:
@@ -66,3 +74,34 @@ def remove_partials(directory: str | os.PathLike) -> int:
             path.unlink()
             count += 1
     return count
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Delete a file, a symbolic link (never what it points to) or a folder tree; nothing if absent."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def deferred_signals(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """Hold ``signals`` back during the block and deliver them, to the handlers of before, when it ends.
+
+    For short steps that must not stop half-way, such as renaming a set of outputs into place.
+    Python handles signals in the main thread only; in any other thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda caught, _frame: received.append(caught)) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in received:
+            signal.raise_signal(number)

@@ -2,21 +2,27 @@
 soft maps, mask video, alpha mattes, composites and an overlay preview out.
 
 Frames stream through decode -> flow (one frame of look-ahead) -> model -> encoders, so memory
-does not grow with the video's length. Every output appears only when complete: videos are
-written to temporary files and PNG folders to hidden temporary folders, renamed at the end.
+does not grow with the video's length. One run at a time writes into an output folder (a lock
+file there, released by the kernel when the process dies). Outputs are written into a hidden
+staging folder inside it and renamed into place together at the end, all or none; a run that
+fails or is interrupted leaves nothing behind, and the next run deletes what a killed one left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from hmhi_cli.atomic import deferred_signals, remove_path
 from hmhi_cli.data.layouts import list_images
 from hmhi_cli.errors import InputError, OutputError
 from hmhi_cli.flow import resolve_flow_backend
@@ -32,6 +38,8 @@ from hmhi_cli.pipeline import Worker, run_ahead
 from hmhi_cli.video import (
     AlphaVideoWriter,
     Frame,
+    FrameSource,
+    ImageFolderSource,
     MaskVideoWriter,
     OverlayVideoWriter,
     PngSequenceWriter,
@@ -45,6 +53,10 @@ from hmhi_cli.video import (
 
 OUTPUT_KINDS = ("masks", "probs", "mask-video", "alpha", "overlay")
 DEFAULT_OUTPUTS = ("masks", "mask-video")
+MAX_SIZE = 2048
+"""Largest model input accepted: memory grows with its square (S=4096 takes over 12 GB)."""
+FPS_RANGE = (0.01, 1000.0)
+"""Frame rates accepted for an image-folder input."""
 
 
 @dataclass
@@ -71,9 +83,15 @@ class SegmentOptions:
         if unknown or not self.outputs:
             raise InputError(f"unknown output {', '.join(unknown) or '(none)'}; choose from {', '.join(OUTPUT_KINDS)}")
         if not 0.0 < self.threshold < 1.0:
-            raise InputError(f"--threshold must be between 0 and 1, got {self.threshold}")
-        if self.size is not None and (self.size < 32 or self.size % 32):
-            raise InputError(f"--size must be a positive multiple of 32, got {self.size}")
+            raise InputError(f"--threshold must be strictly between 0 and 1, got {self.threshold}")
+        if self.size is not None and not (32 <= self.size <= MAX_SIZE and self.size % 32 == 0):
+            raise InputError(f"--size must be a multiple of 32 from 32 to {MAX_SIZE}, got {self.size} "
+                             "(memory grows with the square of the size: 4096 takes over 12 GB)")
+        if self.memory_limit is not None and self.memory_limit < 1:
+            raise InputError(f"--memory-limit must be at least 1 frame, got {self.memory_limit}")
+        low, high = FPS_RANGE
+        if self.fps is not None and not low <= self.fps <= high:
+            raise InputError(f"--fps must be from {low:g} to {high:g} frames per second, got {self.fps}")
 
 
 @dataclass
@@ -126,23 +144,141 @@ def planned_outputs(out_dir: Path, outputs: tuple[str, ...], lossless: bool, bac
     return paths
 
 
-def _staging_folder(final: Path) -> Path:
-    return final.parent / f".{final.name}.partial"
+def ignored_options(options: SegmentOptions, source: FrameSource) -> list[str]:
+    """The options given that do nothing with this input and these outputs, one sentence each."""
+    ignored = []
+    if options.lossless and "mask-video" not in options.outputs:
+        ignored.append("--lossless has no effect without --save mask-video")
+    if options.background and "alpha" not in options.outputs:
+        ignored.append("--background has no effect without --save alpha")
+    if options.fps is not None and not isinstance(source, ImageFolderSource):
+        ignored.append("--fps has no effect on a video input: videos keep their own timing")
+    return ignored
 
 
-@contextlib.contextmanager
-def _png_folder(final: Path) -> Iterator[PngSequenceWriter]:
-    """A PNG sequence written into a hidden folder that replaces ``final`` on success."""
-    staging = _staging_folder(final)
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        yield PngSequenceWriter(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
+_LOCK_NAME = ".hmhi-segment.lock"
+_STAGING_PREFIX, _STAGING_SUFFIX = ".hmhi-segment-", ".partial"
+_EARLIER_DEBRIS = tuple(f".{name}.*part*" for name in (
+    "masks", "probs", "alpha", "mask.mp4", "mask.mkv", "alpha.webm", "alpha.mov", "composite.mp4", "overlay.mp4"))
+"""What killed runs of hmhi versions without the folder lock left: ``.masks.partial/``,
+``.mask.mp4.*.part.mp4`` and the like."""
+
+
+class OutputFolder:
+    """The output folder of one run, as a context manager.
+
+    Entering creates the folder (and missing parents), locks it against other runs, deletes
+    what killed runs left there and makes a hidden :attr:`staging` folder to write the outputs
+    into; :meth:`commit` renames them into place. Leaving deletes the staging folder and the
+    lock and, after a failure, the folders that entering created when they are still empty.
+    """
+
+    staging: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._created: list[Path] = []
+        self._lock_descriptor = -1
+
+    def __enter__(self) -> OutputFolder:
+        with contextlib.ExitStack() as undo:
+            undo.callback(self._remove_created)
+            self._create()
+            check_writable(self.path)
+            self._lock_descriptor = _lock(self.path)
+            undo.callback(self._unlock)
+            try:
+                for pattern in (f"{_STAGING_PREFIX}*{_STAGING_SUFFIX}", *_EARLIER_DEBRIS):
+                    for debris in self.path.glob(pattern):
+                        remove_path(debris)
+                self.staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, suffix=_STAGING_SUFFIX, dir=self.path))
+            except OSError as err:
+                raise OutputError(f"cannot write to output folder {self.path}: {err.strerror or err}") from err
+            undo.pop_all()
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self._unlock()
+        if exc is not None:
+            self._remove_created()
+
+    def commit(self, finals: Iterable[Path], overwrite: bool) -> None:
+        """Rename the staged outputs (``staging / final.name``) to ``finals``, all or none.
+
+        An output already at a final path is moved into the staging folder, to be deleted with
+        it, when ``overwrite``; else it is refused. Stop signals wait for the renames to end;
+        when one fails, those already done are undone.
+        """
+        done: list[tuple[Path, Path]] = []
+
+        def move(source: Path, target: Path) -> None:
+            os.rename(source, target)
+            done.append((source, target))
+
+        with deferred_signals():
+            try:
+                for final in finals:
+                    if os.path.lexists(final):
+                        if not overwrite:
+                            raise OutputError(f"output appeared during the run: {final}; "
+                                              "pass --overwrite to replace it")
+                        move(final, self.staging / f"{final.name}.replaced")
+                    move(self.staging / final.name, final)
+            except BaseException as err:
+                for source, target in reversed(done):
+                    os.rename(target, source)
+                if isinstance(err, OSError):
+                    raise OutputError(f"cannot write {final}: {err.strerror or err}") from err
+                raise
+
+    def _create(self) -> None:
+        missing = []
+        for folder in (self.path, *self.path.parents):
+            if os.path.lexists(folder):
+                break
+            missing.append(folder)
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except OSError:  # made by someone else meanwhile, or impossible: check_writable says why
+                continue
+            self._created.append(folder)
+
+    def _remove_created(self) -> None:
+        for folder in reversed(self._created):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something else was put there
+                return
+
+    def _unlock(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / _LOCK_NAME).unlink()
+        os.close(self._lock_descriptor)
+
+
+def _lock(folder: Path) -> int:
+    """Lock ``folder`` for this process; return the lock file's descriptor. The kernel releases
+    the lock when the process ends, however it ends."""
+    path = folder / _LOCK_NAME
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise OutputError(f"cannot lock output folder {folder}: {err.strerror or err}") from err
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(descriptor)
+            if isinstance(err, BlockingIOError):
+                raise OutputError(f"another hmhi run is writing to {folder}; wait for it to end "
+                                  "or choose another output folder") from None
+            raise OutputError(f"cannot lock output folder {folder}: {err.strerror or err}") from err
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(descriptor), os.stat(path)):
+                return descriptor
+        os.close(descriptor)  # the last holder deleted this file as it let go: lock a fresh one
 
 
 def _precomputed_flows(flow_dir: Path) -> Iterator[np.ndarray]:
@@ -153,64 +289,71 @@ def _precomputed_flows(flow_dir: Path) -> Iterator[np.ndarray]:
 def segment_video(source_spec: str | Path, out_dir: str | Path, options: SegmentOptions | None = None,
                   on_start: Callable[[int | None, float | None], None] | None = None,
                   on_frame: Callable[[int], None] | None = None,
-                  on_info: Callable[[str], None] | None = None) -> SegmentResult:
+                  on_info: Callable[[str], None] | None = None,
+                  on_warning: Callable[[str], None] | None = None) -> SegmentResult:
     """Segment one video into ``out_dir``; return what was written.
 
     ``on_start(frame_count, duration_seconds)`` is called once the input is open (either may be
     None), ``on_frame(done)`` after each frame, ``on_info(message)`` for notes such as the
-    flow backend chosen.
+    flow backend chosen, ``on_warning(message)`` for each option that has no effect.
+    Raises :class:`OutputError` at once when another run is writing into ``out_dir``. A run that
+    fails or is interrupted leaves ``out_dir`` as it found it (less what killed runs left there).
     """
     options = options or SegmentOptions()
     out_dir = Path(out_dir)
     started = time.perf_counter()
     source = open_source(source_spec, fps=options.fps)
     with source:
+        if on_warning:
+            for message in ignored_options(options, source):
+                on_warning(message)
         paths = planned_outputs(out_dir, options.outputs, options.lossless, options.background)
-        existing = [str(path) for path in paths.values() if path.exists()]
-        if existing and not options.overwrite:
-            raise OutputError(f"output exists: {existing[0]}" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
-                              + "; pass --overwrite to replace")
-        background = parse_background(options.background) if options.background else None
-        net, info, weights_path = load_segmentation_weights(options.weights, options.memory_limit)
-        size = options.size or info.input_size
-        device = resolve_device(options.device)
-        estimator = None
-        if options.flow_dir is None:  # an explicitly named RAFT may be downloaded by torchvision when online
-            estimator = resolve_flow_backend(options.flow, options.raft_weights, device.type, allow_download=True)
-        segmenter = Segmenter(net, estimator, size, device, options.precision)
-        flow_name = "precomputed" if estimator is None else estimator.name
-        check_writable(out_dir)
-        for path in paths.values():
-            shutil.rmtree(_staging_folder(path), ignore_errors=True)
-        if on_info:
-            on_info(f"weights {weights_path.name} ({info.encoder}, input {size}, {options.precision}), "
-                    f"flow {flow_name}, device {device}")
-        if on_start:
-            on_start(source.frame_count, source.duration_seconds)
-        timing: dict[int, Frame] = {}
+        with OutputFolder(out_dir) as folder:
+            existing = [str(path) for path in paths.values() if os.path.lexists(path)]
+            if existing and not options.overwrite:
+                raise OutputError(f"output exists: {existing[0]}" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
+                                  + "; pass --overwrite to replace")
+            background = parse_background(options.background) if options.background else None
+            net, info, weights_path = load_segmentation_weights(options.weights, options.memory_limit)
+            size = options.size or info.input_size
+            device = resolve_device(options.device)
+            estimator = None
+            if options.flow_dir is None:  # an explicitly named RAFT may be downloaded by torchvision when online
+                estimator = resolve_flow_backend(options.flow, options.raft_weights, device.type, allow_download=True,
+                                                 dis_max_side=info.flow_max_side)
+            segmenter = Segmenter(net, estimator, size, device, options.precision)
+            flow_name = "precomputed" if estimator is None else estimator.name
+            if on_info:
+                on_info(f"weights {weights_path.name} ({info.encoder}, input {size}, {options.precision}), "
+                        f"flow {flow_name}, device {device}")
+            if on_start:
+                on_start(source.frame_count, source.duration_seconds)
+            timing: dict[int, Frame] = {}
 
-        def frames() -> Iterator[np.ndarray]:
-            for frame in source:
-                timing[frame.index] = frame
-                yield frame.rgb
+            def frames() -> Iterator[np.ndarray]:
+                for frame in source:
+                    timing[frame.index] = frame
+                    yield frame.rgb
 
-        def write(result: SegmentedFrame) -> None:
-            start = time.perf_counter()
-            _write_frame(writers, timing.pop(result.index), result.probability, options.threshold, background)
-            segmenter.times.encode += time.perf_counter() - start
-            if on_frame:
-                on_frame(result.index + 1)
+            def write(result: SegmentedFrame) -> None:
+                start = time.perf_counter()
+                _write_frame(writers, timing.pop(result.index), result.probability, options.threshold, background)
+                segmenter.times.encode += time.perf_counter() - start
+                if on_frame:
+                    on_frame(result.index + 1)
 
-        flows = _precomputed_flows(options.flow_dir) if options.flow_dir else None
-        with contextlib.ExitStack() as stack:
-            writers = _open_writers(stack, paths, source)
-            encoder = stack.enter_context(Worker(write, name="hmhi-encode"))
-            startup = time.perf_counter() - started
-            for result in segmenter.run(run_ahead(segmenter.pairs(frames(), flows), name="hmhi-decode-flow")):
-                encoder.submit(result)
-            count = segmenter.times.frames
-            if count == 0:
-                raise InputError(f"{source.label}: no frames decoded")
+            flows = _precomputed_flows(options.flow_dir) if options.flow_dir else None
+            with contextlib.ExitStack() as stack:
+                staged = {kind: folder.staging / path.name for kind, path in paths.items()}
+                writers = _open_writers(stack, staged, source)
+                encoder = stack.enter_context(Worker(write, name="hmhi-encode"))
+                startup = time.perf_counter() - started
+                for result in segmenter.run(run_ahead(segmenter.pairs(frames(), flows), name="hmhi-decode-flow")):
+                    encoder.submit(result)
+                count = segmenter.times.frames
+                if count == 0:
+                    raise InputError(f"{source.label}: no frames decoded")
+            folder.commit(paths.values(), options.overwrite)
     seconds = time.perf_counter() - started
     return SegmentResult(
         input=source.label, frames=count, width=source.width, height=source.height, fps=float(source.fps),
@@ -225,7 +368,7 @@ def _open_writers(stack: contextlib.ExitStack, paths: dict[str, Path], source) -
     writers: dict = {}
     for kind in ("masks", "probs", "alpha_png"):
         if kind in paths:
-            writers[kind] = stack.enter_context(_png_folder(paths[kind]))
+            writers[kind] = stack.enter_context(PngSequenceWriter(paths[kind]))
     if "mask_video" in paths:
         lossless = paths["mask_video"].suffix == ".mkv"
         writers["mask_video"] = stack.enter_context(MaskVideoWriter.for_source(paths["mask_video"], source, lossless=lossless))

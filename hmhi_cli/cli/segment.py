@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -12,6 +15,29 @@ from hmhi_cli.cli.common import Device, FlowBackend, Precision, err_console, pri
 SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (soft PNG), mask-video "
              "(mask.mp4, or mask.mkv with --lossless), alpha (RGBA PNGs + alpha.webm + alpha.mov, or "
              "composite.mp4 with --background), overlay (overlay.mp4). Default: masks,mask-video.")
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised as Ctrl-C is so that the run cleans up the same way."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(signal.Signals(number).name)
+        self.number = number
+
+
+@contextlib.contextmanager
+def _stop_on_termination() -> Iterator[None]:
+    """Within the block, SIGTERM (kill, timeout) and SIGHUP (terminal closed) raise :class:`_Stopped`."""
+
+    def stop(number: int, _frame) -> None:
+        raise _Stopped(number)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def register(app: typer.Typer) -> None:
@@ -45,18 +71,28 @@ def register(app: typer.Typer) -> None:
             device=device.value, precision=precision.value, flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless,
             background=background, overwrite=overwrite, fps=fps,
         )
-        with progress(quiet) as bar:
-            task = bar.add_task("segmenting", total=None)
 
-            def on_start(frame_count: int | None, _duration: float | None) -> None:
-                bar.update(task, total=frame_count)
+        def on_info(message: str) -> None:
+            if not quiet:
+                err_console.print(message, highlight=False)
 
-            def on_info(message: str) -> None:
-                if not quiet:
-                    err_console.print(message, highlight=False)
+        def on_warning(message: str) -> None:
+            if not quiet:
+                err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
-            result = segment_video(source, out, options, on_start=on_start,
-                                   on_frame=lambda done: bar.update(task, completed=done), on_info=on_info)
+        try:
+            with _stop_on_termination(), progress(quiet) as bar:
+                task = bar.add_task("segmenting", total=None)
+
+                def on_start(frame_count: int | None, _duration: float | None) -> None:
+                    bar.update(task, total=frame_count)
+
+                result = segment_video(source, out, options, on_start=on_start,
+                                       on_frame=lambda done: bar.update(task, completed=done),
+                                       on_info=on_info, on_warning=on_warning)
+        except _Stopped as stopped:
+            err_console.print(f"[yellow]interrupted ({stopped})[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(128 + stopped.number) from None
         if as_json:
             print_json(result.to_dict())
         elif not quiet:

@@ -3,6 +3,15 @@
 
     .venv/bin/python benchmarks/bench_segment.py [--frames 12] [--encoder mit_b1 --size 512]
 
+``--compare BASELINE CANDIDATE`` instead times ``hmhi segment clip.mp4 -o out`` with all
+defaults (``$HMHI_WEIGHTS`` selects the default weights, so every setting comes from the file)
+for two weights files, alternating over ``--rounds``, start-up included; e.g. the previous
+default against the current one:
+
+    git show b93cd84:weights/hmhi_default.safetensors > /tmp/previous.safetensors
+    .venv/bin/python benchmarks/bench_segment.py --compare /tmp/previous.safetensors \
+        weights/hmhi_default.safetensors --frames 40 --rounds 3
+
 Clips are made from ../shared/davis16-dev frames (looped for the long clip) and encoded to
 H.264 854x480. Model weights are random (speed does not depend on their values); RAFT runs with
 random weights too, saved to a temporary file, since no download is possible here.
@@ -80,6 +89,41 @@ def run_segment(clip: Path, out: Path, weights: Path, flow: str, raft_weights: P
     return summary
 
 
+def run_defaults(clip: Path, out: Path, weights: Path) -> float:
+    """Wall seconds of ``hmhi segment clip -o out`` with the default weights set to ``weights``."""
+    args = [sys.executable, "-m", "hmhi_cli", "segment", str(clip), "-o", str(out), "-q"]
+    start = time.perf_counter()
+    result = subprocess.run(args, capture_output=True, text=True, check=False,
+                            env={**os.environ, "HMHI_WEIGHTS": str(weights)})
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(result.stderr)
+    return wall
+
+
+def compare_defaults(baseline: Path, candidate: Path, frames: int, rounds: int) -> None:
+    """Alternate the two default pipelines on one clip; print medians and the speed-up."""
+    from hmhi_cli.weights import describe
+
+    with tempfile.TemporaryDirectory(prefix="hmhi-bench-") as tmp:
+        tmp = Path(tmp)
+        clip = make_clip(tmp / "clip.mp4", frames)
+        walls: dict[Path, list[float]] = {baseline: [], candidate: []}
+        for round_index in range(rounds):
+            for weights in (baseline, candidate):
+                walls[weights].append(run_defaults(clip, tmp / f"out-{round_index}-{len(walls[weights])}-{weights.stem}", weights))
+        print(f"hmhi segment with all defaults, {frames} frames 854x480 H.264 in, masks + mask.mp4 out, "
+              f"start-up included, median of {rounds} alternating rounds")
+        medians = {}
+        for weights, times in walls.items():
+            info = describe(weights)
+            medians[weights] = sorted(times)[len(times) // 2]
+            flow = f"DIS at {info.flow_max_side} px" if info.flow_max_side else "DIS at full size"
+            print(f"  {weights}: {info.encoder} S={info.input_size}, {flow}: {medians[weights]:.2f} s "
+                  f"({frames / medians[weights]:.2f} fps; runs {', '.join(f'{t:.2f}' for t in times)})")
+        print(f"speed-up candidate/baseline: {medians[baseline] / medians[candidate]:.2f}x")
+
+
 def random_weights(folder: Path, encoder: str, size: int) -> Path:
     from hmhi_cli.model import build_model
     from hmhi_cli.weights import save_weights
@@ -107,7 +151,13 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--memory-encoder", default="mit_b0", help="encoder for the short/long memory runs")
     parser.add_argument("--memory-size", type=int, default=256)
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("BASELINE", "CANDIDATE"),
+                        help="time two weights files' default pipelines against each other instead")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of --compare")
     args = parser.parse_args()
+    if args.compare:
+        compare_defaults(*args.compare, frames=args.frames, rounds=args.rounds)
+        return
     with tempfile.TemporaryDirectory(prefix="hmhi-bench-") as tmp:
         tmp = Path(tmp)
         weights = random_weights(tmp, args.encoder, args.size)

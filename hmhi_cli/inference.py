@@ -111,10 +111,14 @@ class Segmenter:
         """Each frame (RGB uint8 HxWx3) with its flow image: estimated (flow from t to t+1), or
         taken from ``flows`` (precomputed flow images, one per frame)."""
         if flows is not None:
-            for index, pair in enumerate(itertools.zip_longest(frames, flows)):
-                if pair[0] is None or pair[1] is None:
-                    raise InputError(f"precomputed flow images do not match the frames (they differ at frame {index})")
-                yield pair
+            frames, flows = iter(frames), iter(flows)
+            for index, (frame, flow) in enumerate(itertools.zip_longest(frames, flows)):
+                if frame is None or flow is None:
+                    frame_count = index + (frame is not None) + sum(1 for _ in frames)
+                    flow_count = index + (flow is not None) + sum(1 for _ in flows)
+                    raise InputError(f"precomputed flow images do not match the frames: "
+                                     f"{frame_count} frames vs {flow_count} flow images")
+                yield frame, flow
             return
         iterator = iter(flow_images(frames, self.estimator))
         while True:

@@ -12,6 +12,7 @@ import importlib.resources
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,6 @@ def _short_list(keys: list[str]) -> str:
 
 
 def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
-    import warnings
-
     with path.open("rb") as handle:
         magic = handle.read(2)
     if magic != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive; torch < 1.6 a pickle

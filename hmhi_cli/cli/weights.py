@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hmhi_cli.cli.common import err_console, out_console, print_json
+from hmhi_cli.cli.common import HelpWhenBare, err_console, out_console, print_json
 from hmhi_cli.errors import OutputError
 
-group = typer.Typer(help="Inspect and convert model weights.", no_args_is_help=True)
+group = typer.Typer(help="Inspect and convert model weights.", cls=HelpWhenBare, no_args_is_help=True)
 
 
 @group.command("convert")

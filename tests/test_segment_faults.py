@@ -49,12 +49,13 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
 def test_a_second_run_into_a_busy_folder_fails_and_no_newcomer_is_replaced(tiny_weights, clip, tmp_path):
     out = tmp_path / "out"
     first = start_long_run(out, tiny_weights)
+    first.send_signal(signal.SIGSTOP)  # frozen mid-run, so that it is surely still writing
     second = run("segment", str(clip), "-o", str(out), "--weights", str(tiny_weights), "--flow", "dis", "-q")
     message = one_line_error(second)
     assert second.returncode == 2 and str(out) in message and "another hmhi run is writing" in message, message
-    assert first.poll() is None, "the first run must still be writing when the second one is refused"
     assert any(out.glob(".*/**/*.png")), "the second run must leave the first one's staging alone"
     (out / "mask.mp4").write_bytes(b"made by someone else during the run")
+    first.send_signal(signal.SIGCONT)
     code, stderr = finish(first)
     assert code == 2 and "mask.mp4" in stderr and "--overwrite" in stderr and "Traceback" not in stderr, stderr
     assert sorted(p.name for p in out.iterdir()) == ["mask.mp4"]

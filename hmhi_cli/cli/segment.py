@@ -18,7 +18,7 @@ SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (so
 
 
 class _Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised as Ctrl-C is so that the run cleans up the same way."""
+    """SIGTERM or SIGHUP as an exception, a KeyboardInterrupt like Ctrl-C, so that the run cleans up the same way."""
 
     def __init__(self, number: int) -> None:
         super().__init__(signal.Signals(number).name)
@@ -47,18 +47,18 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         save: list[str] = typer.Option(["masks,mask-video"], "--save", help=SAVE_HELP),
         weights: Path = typer.Option(None, "--weights", help="Weights file (default: the embedded weights)."),
-        size: int = typer.Option(None, "--size", help="Model input size S (default: the weights' own, 512 for published)."),
-        threshold: float = typer.Option(0.5, "--threshold", help="Foreground probability threshold for masks."),
+        size: int = typer.Option(None, "--size", help="Model input size S, a multiple of 32 up to 2048 (default: the weights' own, 512 for published)."),
+        threshold: float = typer.Option(0.5, "--threshold", help="Foreground probability threshold for masks, strictly between 0 and 1."),
         device: Device = typer.Option(Device.auto, "--device"),
         precision: Precision = typer.Option(Precision.fp32, "--precision", help="bf16: faster on CPUs with AVX-512 BF16/AMX and on CUDA; fp16: CUDA."),
         flow: FlowBackend = typer.Option(FlowBackend.auto, "--flow", help="Optical flow backend."),
         raft_weights: Path = typer.Option(None, "--raft-weights", help="RAFT weights file (torchvision's .pth)."),
         flow_dir: Path = typer.Option(None, "--flow-dir", help="Precomputed flow images, one per frame, in frame order."),
-        memory_limit: int = typer.Option(None, "--memory-limit", help="Frames kept in memory (default: the weights')."),
+        memory_limit: int = typer.Option(None, "--memory-limit", help="Frames kept in memory, at least 1 (default: the weights')."),
         lossless: bool = typer.Option(False, "--lossless", help="Write mask.mkv (FFV1) instead of mask.mp4."),
         background: str = typer.Option(None, "--background", help="Colour (green, #00ff00, 0,255,0) or image: composite instead of alpha."),
-        fps: float = typer.Option(None, "--fps", help="Frame rate of an image-folder input (default 25)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+        fps: float = typer.Option(None, "--fps", help="Frame rate of an image-folder input, 0.01 to 1000 (default 25)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (a link is replaced, not followed)."),
         as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes on stderr."),
     ) -> None:

@@ -198,7 +198,7 @@ def test_precomputed_flows_must_match_the_frames():
     segmenter = Segmenter(build_model("mit_b0"), None, 64)
     frames = [np.zeros((4, 4, 3), np.uint8) for _ in range(3)]
     assert len(list(segmenter.pairs(frames, frames))) == 3
-    with pytest.raises(InputError, match="differ at frame 2"):
+    with pytest.raises(InputError, match="3 frames vs 2 flow images"):
         list(segmenter.pairs(frames, frames[:2]))
-    with pytest.raises(InputError, match="differ at frame 3"):
+    with pytest.raises(InputError, match="3 frames vs 6 flow images"):
         list(segmenter.pairs(frames, frames * 2))

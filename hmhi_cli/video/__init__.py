@@ -1,8 +1,11 @@
 """Video and image-sequence input/output for hmhi: PyAV for every video, OpenCV for image files.
 
 Read with :func:`open_source`; write masks, cut-outs and previews with the writers; blend
-frames with :func:`composite` and :func:`overlay`.
+frames with :func:`composite` and :func:`overlay`; put the source's sound into a rendered MP4
+with :func:`add_audio`.
 """
+
+from hmhi_cli.video.audio import MP4_AUDIO_CODECS, add_audio
 
 from hmhi_cli.video.compose import (
     COLOR_NAMES,
@@ -34,6 +37,7 @@ from hmhi_cli.video.writers import (
     OverlayVideoWriter,
     PngSequenceWriter,
     RgbVideoWriter,
+    StreamVideoWriter,
     check_writable,
 )
 
@@ -42,6 +46,7 @@ __all__ = [
     "DEFAULT_IMAGE_FPS",
     "DEFAULT_OVERLAY_COLOR",
     "IMAGE_SUFFIXES",
+    "MP4_AUDIO_CODECS",
     "AlphaVideoWriter",
     "Background",
     "Color",
@@ -52,7 +57,9 @@ __all__ = [
     "OverlayVideoWriter",
     "PngSequenceWriter",
     "RgbVideoWriter",
+    "StreamVideoWriter",
     "VideoSource",
+    "add_audio",
     "as_uint8_mask",
     "check_writable",
     "clockwise_rotation",

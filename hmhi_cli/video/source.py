@@ -61,6 +61,8 @@ class FrameSource(abc.ABC):
     ``time_base``: unit of :attr:`Frame.pts`. ``frame_count``: from the container header, None when
     it has none (MKV, WebM, pipes); ``duration_seconds`` likewise; both are hints for progress.
     ``is_vfr``: frame durations vary. ``rotation_degrees``: clockwise turn applied to stored frames.
+    ``audio_codec``: codec of the first audio stream, None when there is none.
+    ``rewindable``: the input can be read again (files and folders, not pipes).
     """
 
     name: str
@@ -73,6 +75,8 @@ class FrameSource(abc.ABC):
     duration_seconds: float | None
     is_vfr: bool
     rotation_degrees: int
+    audio_codec: str | None = None
+    rewindable: bool = True
 
     @abc.abstractmethod
     def __iter__(self) -> Iterator[Frame]:
@@ -232,7 +236,7 @@ class VideoSource(FrameSource):
         self._rotation = 0
         self.label = label
         self.name = file.stem if isinstance(file, Path) else Path(label).stem
-        size_and_head = self._size_and_head() if self._rewindable else None
+        size_and_head = self._size_and_head() if self.rewindable else None
         container, stream, frames = self._start()
         try:
             if size_and_head is not None:
@@ -254,10 +258,23 @@ class VideoSource(FrameSource):
         self.frame_count = stream.frames or None
         self.duration_seconds = _duration_seconds(container, stream)
         self.is_vfr = _looks_vfr(stream)
+        if container.streams.audio:
+            audio = container.streams.audio[0]
+            self.audio_codec = audio.codec_context.name if audio.codec_context else "unknown"
 
     @property
-    def _rewindable(self) -> bool:
+    def rewindable(self) -> bool:
+        """Whether the input can be read again (a file; not a pipe)."""
         return isinstance(self._file, Path) or self._file.seekable()
+
+    def reopen(self) -> av.container.InputContainer:
+        """The input opened again from its start, for a second pass such as copying its audio;
+        the caller closes it. Raises :class:`InputError` for a pipe, which can be read only once."""
+        if not self.rewindable:
+            raise InputError(f"{self.label}: a piped video can only be read once")
+        if not isinstance(self._file, Path):
+            self._file.seek(0)
+        return self._open_container()
 
     def _size_and_head(self) -> tuple[int, bytes]:
         """Size of the whole input in bytes and its first bytes."""
@@ -271,9 +288,7 @@ class VideoSource(FrameSource):
         return size, head
 
     def _start(self) -> tuple[av.container.InputContainer, av.video.stream.VideoStream, Iterator[Frame]]:
-        if self._rewindable and not isinstance(self._file, Path):
-            self._file.seek(0)
-        container = self._open_container()
+        container = self.reopen() if self.rewindable else self._open_container()
         try:
             stream = _first_video_stream(container, self.label)
         except BaseException:
@@ -323,7 +338,7 @@ class VideoSource(FrameSource):
         if self._pending is not None:
             container, frames = self._pending
             self._pending = None
-        elif self._rewindable:
+        elif self.rewindable:
             container, _, frames = self._start()
         else:
             raise InputError(f"{self.label}: a piped video can only be read once")

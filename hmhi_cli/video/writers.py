@@ -1,7 +1,8 @@
-"""Output writers: mask, alpha and overlay videos (PyAV) and PNG sequences (OpenCV).
+"""Output writers: mask, alpha and overlay videos (PyAV), a lossless video stream for pipes, and
+PNG sequences (OpenCV).
 
 Every writer is a context manager that takes one frame per ``write`` call and keeps nothing
-but the encoder's own small look-ahead in memory. Videos are written to a temporary file
+but the encoder's own small look-ahead in memory. Video files are written to a temporary file
 beside the target and renamed when the ``with`` block ends without error; on an exception
 the temporary file is deleted, so the target name only ever holds a finished file.
 
@@ -18,10 +19,11 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, BinaryIO, ClassVar, Self
 
 import av
 import cv2
@@ -58,26 +60,27 @@ def _reason(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
-class _VideoWriter(abc.ABC):
-    """Shared machinery: atomic temp file, one video stream, source timing kept frame by frame."""
+class _VideoEncoder(abc.ABC):
+    """Shared machinery: one video stream in a container, source timing kept frame by frame.
 
-    allowed_suffixes: ClassVar[tuple[str, ...]]
+    Subclasses say where the container goes (:meth:`_open_container`), what to do once it is
+    complete (:meth:`_publish`) and after a failure (:meth:`_discard`). FFmpeg and I/O errors
+    become one-line :class:`OutputError`\\ s naming :attr:`label`, except a closed pipe, which
+    stays a :class:`BrokenPipeError` so that callers can end quietly.
+    """
+
     codec: str
     pix_fmt: str
+    label: str
 
     def __init__(
         self,
-        path: str | os.PathLike,
         width: int,
         height: int,
         *,
         fps: Fraction | float = Fraction(25),
         time_base: Fraction | None = None,
     ) -> None:
-        self.path = Path(path)
-        if self.path.suffix.lower() not in self.allowed_suffixes:
-            allowed = ", ".join(self.allowed_suffixes)
-            raise OutputError(f"cannot write {self.path}: {type(self).__name__} writes {allowed} files")
         if width <= 0 or height <= 0:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
         self.width = width
@@ -89,14 +92,23 @@ class _VideoWriter(abc.ABC):
         self._min_pts = 0
         self._follow_pts = 0
         self._durations: dict[int, int] = {}
-        self._atomic: contextlib.AbstractContextManager[Path] | None = None
         self._container: Any = None
         self._stream: Any = None
 
     @classmethod
-    def for_source(cls, path: str | os.PathLike, source: FrameSource, **options: Any) -> Self:
-        """A writer with the size, frame rate and time base of ``source``."""
-        return cls(path, source.width, source.height, fps=source.fps, time_base=source.time_base, **options)
+    def for_source(cls, target: Any, source: FrameSource, **options: Any) -> Self:
+        """A writer to ``target`` with the size, frame rate and time base of ``source``."""
+        return cls(target, source.width, source.height, fps=source.fps, time_base=source.time_base, **options)
+
+    @abc.abstractmethod
+    def _open_container(self) -> Any:
+        """The output container, opened for writing."""
+
+    def _publish(self) -> None:
+        """Make the complete output available."""
+
+    def _discard(self, exc: BaseException) -> None:
+        """Remove what a failed write left."""
 
     @abc.abstractmethod
     def _codec_options(self) -> dict[str, str]:
@@ -106,29 +118,26 @@ class _VideoWriter(abc.ABC):
     def _configure(self, stream: Any) -> None:
         """Set the colour tags of the codec context."""
 
-    def _container_options(self) -> dict[str, str]:
-        return {}
+    @contextlib.contextmanager
+    def _errors_in_one_line(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except (av.FFmpegError, OSError) as err:
+            raise OutputError(f"cannot write {self.label}: {_reason(err)}") from err
 
     def __enter__(self) -> Self:
-        self._atomic = atomic_path(self.path)
-        temp = self._atomic.__enter__()
         try:
-            self._container = av.open(
-                str(temp),
-                mode="w",
-                format=_CONTAINER_FORMATS[self.path.suffix.lower()],
-                options=self._container_options(),
-            )
-            stream = self._container.add_stream(self.codec, rate=self.fps, options=self._codec_options())
-            stream.width, stream.height = self.width, self.height
-            stream.pix_fmt = self.pix_fmt
-            stream.time_base = self.time_base
-            stream.codec_context.time_base = self.time_base
-            self._configure(stream)
-            self._stream = stream
-        except (av.FFmpegError, OSError) as err:
-            self._abandon(err)
-            raise OutputError(f"cannot write {self.path}: {_reason(err)}") from err
+            with self._errors_in_one_line():
+                self._container = self._open_container()
+                stream = self._container.add_stream(self.codec, rate=self.fps, options=self._codec_options())
+                stream.width, stream.height = self.width, self.height
+                stream.pix_fmt = self.pix_fmt
+                stream.time_base = self.time_base
+                stream.codec_context.time_base = self.time_base
+                self._configure(stream)
+                self._stream = stream
         except BaseException as err:
             self._abandon(err)
             raise
@@ -141,26 +150,22 @@ class _VideoWriter(abc.ABC):
             self._abandon(exc)
             return
         try:
-            self._mux(self._stream.encode(None))
-            self._container.close()
-        except (av.FFmpegError, OSError) as err:
-            self._abandon(err)
-            raise OutputError(f"cannot write {self.path}: {_reason(err)}") from err
+            with self._errors_in_one_line():
+                self._mux(self._stream.encode(None))
+                self._container.close()
         except BaseException as err:
             self._abandon(err)
             raise
-        try:
-            self._atomic.__exit__(None, None, None)
-        except OSError as err:
-            raise OutputError(f"cannot write {self.path}: {_reason(err)}") from err
+        with self._errors_in_one_line():
+            self._publish()
 
     def _abandon(self, exc: BaseException) -> None:
-        """Close the container and delete the temporary file after a failure."""
+        """Close the container and discard the output after a failure."""
         if self._container is not None:
             with contextlib.suppress(Exception):
                 self._container.close()
         with contextlib.suppress(BaseException):
-            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
+            self._discard(exc)
 
     def _encode(self, frame: av.VideoFrame, pts: int | None, duration: int | None) -> None:
         if self._stream is None:
@@ -176,10 +181,8 @@ class _VideoWriter(abc.ABC):
         self._durations[pts] = duration
         self._min_pts = pts + 1
         self._follow_pts = pts + duration
-        try:
+        with self._errors_in_one_line():
             self._mux(self._stream.encode(frame))
-        except (av.FFmpegError, OSError) as err:
-            raise OutputError(f"cannot write {self.path}: {_reason(err)}") from err
         self.frames_written += 1
 
     def _mux(self, packets: list[av.Packet]) -> None:
@@ -191,6 +194,45 @@ class _VideoWriter(abc.ABC):
         expected = (self.height, self.width) if channels is None else (self.height, self.width, channels)
         if array.shape != expected:
             raise ValueError(f"{what} must have shape {expected}, got {array.shape}")
+
+
+class _VideoWriter(_VideoEncoder):
+    """A video file, written to a temporary file beside it and renamed into place when complete."""
+
+    allowed_suffixes: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        *,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.label = str(self.path)
+        if self.path.suffix.lower() not in self.allowed_suffixes:
+            allowed = ", ".join(self.allowed_suffixes)
+            raise OutputError(f"cannot write {self.path}: {type(self).__name__} writes {allowed} files")
+        super().__init__(width, height, fps=fps, time_base=time_base)
+        self._atomic: contextlib.AbstractContextManager[Path] | None = None
+
+    def _container_options(self) -> dict[str, str]:
+        return {}
+
+    def _open_container(self) -> Any:
+        self._atomic = atomic_path(self.path)
+        temp = self._atomic.__enter__()
+        return av.open(str(temp), mode="w", format=_CONTAINER_FORMATS[self.path.suffix.lower()],
+                       options=self._container_options())
+
+    def _publish(self) -> None:
+        self._atomic.__exit__(None, None, None)
+
+    def _discard(self, exc: BaseException) -> None:
+        if self._atomic is not None:
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
 
 
 def _rgb_frame(rgb: np.ndarray, pix_fmt: str, alpha: np.ndarray | None = None) -> av.VideoFrame:
@@ -372,6 +414,61 @@ class OverlayVideoWriter(RgbVideoWriter):
         """Append the overlay of one HxWx3 uint8 RGB frame and its HxW mask (uint8, bool or float 0..1)."""
         self._check_shape(rgb, 3, "rgb")
         super().write(overlay(rgb, mask, self.color, self.opacity), pts, duration)
+
+
+class StreamVideoWriter(_VideoEncoder):
+    """A lossless video stream, FFV1 in Matroska, written to a binary file object such as stdout.
+
+    FFmpeg and players read it from a pipe as it is written (``... | ffmpeg -i - out.mov``).
+    ``channels`` says what each frame holds: 1 grey (masks, soft maps), 3 RGB, 4 RGBA (straight
+    alpha); pixels are coded exactly, as ``gray``, ``bgr0`` and ``bgra``. Matroska counts time in
+    milliseconds. A reader that closes the pipe early makes ``write`` raise :class:`BrokenPipeError`.
+    """
+
+    codec = "ffv1"
+    _PIXEL_FORMATS: ClassVar[dict[int, str]] = {1: "gray", 3: "bgr0", 4: "bgra"}
+
+    def __init__(
+        self,
+        output: BinaryIO,
+        width: int,
+        height: int,
+        *,
+        channels: int,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+        label: str = "stdout",
+    ) -> None:
+        if channels not in self._PIXEL_FORMATS:
+            raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
+        super().__init__(width, height, fps=fps, time_base=time_base)
+        self.channels = channels
+        self.pix_fmt = self._PIXEL_FORMATS[channels]
+        self.label = label
+        self._output = output
+
+    def _open_container(self) -> Any:
+        return av.open(self._output, mode="w", format="matroska")
+
+    def _publish(self) -> None:
+        self._output.flush()
+
+    def _codec_options(self) -> dict[str, str]:
+        return {"level": "3", "slicecrc": "1"}
+
+    def _configure(self, stream: Any) -> None:
+        stream.codec_context.color_range = ColorRange.JPEG.value
+
+    def write(self, image: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
+        """Append one uint8 frame: HxW grey, HxWx3 RGB or HxWx4 RGBA, as ``channels`` says."""
+        self._check_shape(image, None if self.channels == 1 else self.channels, "frame")
+        pixels = np.ascontiguousarray(image, dtype=np.uint8)
+        if self.channels == 1:
+            frame = av.VideoFrame.from_ndarray(pixels, format="gray")
+        else:
+            source_format = "rgb24" if self.channels == 3 else "rgba"
+            frame = av.VideoFrame.from_ndarray(pixels, format=source_format).reformat(format=self.pix_fmt, threads=1)
+        self._encode(frame, pts, duration)
 
 
 class PngSequenceWriter:

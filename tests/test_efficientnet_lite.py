@@ -45,6 +45,39 @@ def test_stream_equals_clip_and_logits_have_the_input_size():
     torch.testing.assert_close(clip, steps)
 
 
+@pytest.mark.parametrize("encoder", ["efficientnet_lite0", "efficientnet_lite1"])
+def test_stages_compute_what_timms_compute(encoder):
+    """Our stages are timm's ``tf_efficientnet_lite*`` (names, order, TF padding, BN eps),
+    written out so that segmenting never imports timm; with timm's weights both agree, in the
+    plain layout and in the channels-last inference path."""
+    import timm
+
+    net = build_model(encoder)
+    reference = timm.create_model(f"tf_{encoder}").eval()
+    torch.manual_seed(0)
+    for name, tensor in reference.state_dict().items():
+        if tensor.is_floating_point():
+            tensor.copy_(torch.rand_like(tensor) + 0.5 if "running_var" in name else torch.randn_like(tensor) * 0.1)
+    stages = {k: v for k, v in net.backbone.state_dict().items() if not k.startswith("flow_adapters.")}
+    assert list(stages) == list(reference.state_dict())[:len(stages)]
+    net.backbone.load_state_dict(reference.state_dict(), strict=False)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        y = reference.bn1(reference.conv_stem(x * net.backbone.input_scale + net.backbone.input_shift))
+        expected = []
+        for index, stage in enumerate(reference.blocks):
+            y = stage(y)
+            if index in (1, 2, 4, 6):
+                expected.append(y)
+        fast = net.backbone(x)
+    with torch.enable_grad():
+        plain = net.backbone.eval()(x)
+    for want, got_fast, got_plain in zip(expected, fast, plain):
+        torch.testing.assert_close(got_fast, want, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got_plain, want, rtol=1e-4, atol=1e-4)
+    assert fast[0].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_flow_adapters_start_as_identity_and_touch_only_the_flow_half():
     net = build_model("efficientnet_lite0")
     image, flow = torch.randn(1, 3, 64, 64), torch.randn(1, 3, 64, 64)

@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
     def train_command(
         out: Path = options["out"], data: list[str] = options["data"],
         encoder: str = typer.Option("mit_b1", "--encoder",
-                                    help="mit_b0, mit_b1, efficientnet_lite0, efficientnet_lite1 or efficientnet_lite2."),
+                                    help="mit_b0, mit_b1, efficientnet_lite0 or efficientnet_lite1."),
         size: int = options["size"], steps: int = options["steps"], batch_size: int = options["batch_size"],
         lr: float = options["lr"], weight_decay: float = options["weight_decay"], warmup: int = options["warmup"],
         cosine: bool = options["cosine"], clip_length: int = options["clip_length"], window: int = options["window"],

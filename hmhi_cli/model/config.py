@@ -61,14 +61,6 @@ CONFIGS: dict[str, ModelConfig] = {
         memory_ffn_dim=512,
         mask_hidden=(27, 64),
     ),
-    "efficientnet_lite2": ModelConfig(
-        encoder="efficientnet_lite2",
-        family="efficientnet_lite",
-        widths=(24, 48, 120, 352),
-        decoder_dim=96,
-        memory_ffn_dim=768,
-        mask_hidden=(27, 96),
-    ),
 }
 
 

@@ -1,7 +1,7 @@
 """Optical flow for HMHI-Net: estimators, colour rendering, ``.flo`` files, streaming and dataset pre-computation.
 
 HMHI-Net segments frame t from the RGB frame plus the optical flow from t to t+1 (for the last
-frame: t to t-1), rendered with the Middlebury colour wheel by ``torchvision.utils.flow_to_image``.
+frame: t to t-1), rendered with the Middlebury colour wheel as ``torchvision.utils.flow_to_image`` renders it.
 
 Backends (one interface, :class:`FlowEstimator`):
 
@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple
 from urllib.error import URLError
-from urllib.parse import urlparse
 
 import cv2
 import numpy as np
@@ -154,10 +153,14 @@ def _raft_builder_and_weights(variant: str):
     return raft_small, Raft_Small_Weights.DEFAULT
 
 
+RAFT_WEIGHT_FILES = {"raft-large": "raft_large_C_T_SKHT_V2-ff5fadd5.pth", "raft-small": "raft_small_C_T_V2-01064c6d.pth"}
+"""File names of torchvision's default RAFT weights (its download URLs' last part; a test keeps
+them equal), so that finding a cached file does not import torchvision's models (1.5 s)."""
+
+
 def raft_cache_path(variant: str = "raft-large") -> Path:
     """Where torchvision keeps the default weights of ``variant`` once downloaded (it may not exist)."""
-    _, weights = _raft_builder_and_weights(variant)
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / RAFT_WEIGHT_FILES[variant]
 
 
 _RAFT_STEM = "feature_encoder.convnormrelu.0.weight"
@@ -319,17 +322,43 @@ def _check_flow(flow: np.ndarray) -> None:
         raise InputError(f"a flow field must be an HxWx2 array, got shape {getattr(flow, 'shape', None)}")
 
 
+def _colour_wheel() -> np.ndarray:
+    """The Middlebury colour wheel (Baker et al.): 55 hues in six ramps between red, yellow,
+    green, cyan, blue and magenta, as float32 0-255 RGB rows."""
+    ramps = ((15, (255, 0, 0), (255, 255, 0)), (6, (255, 255, 0), (0, 255, 0)), (4, (0, 255, 0), (0, 255, 255)),
+             (11, (0, 255, 255), (0, 0, 255)), (13, (0, 0, 255), (255, 0, 255)), (6, (255, 0, 255), (255, 0, 0)))
+    rows = []
+    for steps, start, end in ramps:
+        rising = np.floor(255 * np.arange(steps, dtype=np.float32) / steps)[:, None]
+        rows.append(np.asarray(start, np.float32) + np.sign(np.subtract(end, start)).astype(np.float32) * rising)
+    return np.concatenate(rows)
+
+
+_WHEEL = _colour_wheel()
+
+
 def flow_to_rgb(flow: np.ndarray) -> np.ndarray:
-    """Render an HxWx2 flow as an HxWx3 uint8 RGB image with ``torchvision.utils.flow_to_image``.
+    """Render an HxWx2 flow as an HxWx3 uint8 RGB image, as ``torchvision.utils.flow_to_image``
+    does (the tests compare the two): hue is the direction on the Middlebury colour wheel,
+    saturation the magnitude relative to this frame's largest flow vector (zero renders white).
 
-    Colour is the direction on the Middlebury wheel, saturation the magnitude relative to this
-    frame's largest flow vector (a zero flow renders white).
+    Plain numpy, single-threaded: it runs in the decode/flow thread beside the model, where
+    torch's own thread pool would compete with the model's.
     """
-    from torchvision.utils import flow_to_image
-
     _check_flow(flow)
-    tensor = torch.from_numpy(np.ascontiguousarray(flow, dtype=np.float32)).permute(2, 0, 1).contiguous()
-    return flow_to_image(tensor).permute(1, 2, 0).contiguous().numpy()
+    flow = np.asarray(flow, dtype=np.float32)
+    norm = np.sqrt(np.square(flow[..., 0]) + np.square(flow[..., 1]))
+    scale = np.float32(1.0) / (norm.max() + np.finfo(np.float32).eps)
+    u, v = flow[..., 0] * scale, flow[..., 1] * scale
+    radius = norm * scale
+    position = (np.arctan2(-v, -u) / np.float32(np.pi) + 1) / 2 * np.float32(len(_WHEEL) - 1)
+    floor = np.floor(position)
+    weight = (position - floor)[..., None]
+    lower = floor.astype(np.intp)
+    upper = np.where(lower + 1 == len(_WHEEL), 0, lower + 1)
+    colour = ((1 - weight) * _WHEEL[lower] + weight * _WHEEL[upper]) / np.float32(255)
+    colour = 1 - radius[..., None] * (1 - colour)
+    return np.floor(np.float32(255) * colour).astype(np.uint8)
 
 
 def write_flo(path: str | Path, flow: np.ndarray) -> None:

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torchvision.utils import flow_to_image
+from torchvision.utils import _make_colorwheel, flow_to_image
 
 from hmhi_cli import flow as flowlib
 from hmhi_cli.errors import InputError, WeightsError
@@ -73,6 +73,12 @@ def test_flow_to_rgb_matches_torchvision_and_renders_zero_as_white():
     rendered = flow_to_rgb(flow)
     assert rendered.dtype == np.uint8 and rendered.shape == (24, 32, 3)
     np.testing.assert_array_equal(rendered, expected)
+    np.testing.assert_array_equal(flowlib._WHEEL, _make_colorwheel().numpy())
+    # A real 480p field: float rounding may move a handful of values by one level, no more.
+    large = rng.normal(0, 5, (480, 854, 2)).astype(np.float32)
+    expected = flow_to_image(torch.from_numpy(large).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+    difference = np.abs(flow_to_rgb(large).astype(int) - expected)
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-4
     # Normalised by the frame's largest vector: scaling the whole field changes nothing.
     np.testing.assert_array_equal(flow_to_rgb(flow * 10), rendered)
     assert (flow_to_rgb(np.zeros((4, 5, 2), np.float32)) == 255).all()
@@ -507,3 +513,20 @@ def test_cli_auto_uses_the_raft_variant_of_the_given_weights(raft_small_files, t
     assert result.returncode == 0, result.stderr
     assert "flow backend: raft-small on cpu" in result.stderr
     assert "flow (raft-small): 2 computed" in result.stdout
+
+
+def test_raft_cache_file_names_are_torchvisions():
+    from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights
+
+    for variant, weights in (("raft-large", Raft_Large_Weights.DEFAULT), ("raft-small", Raft_Small_Weights.DEFAULT)):
+        assert flowlib.raft_cache_path(variant).name == weights.url.rsplit("/", 1)[1]
+
+
+def test_segmenting_with_dis_imports_no_torchvision(tmp_path):
+    """torchvision's import costs over a second of start-up; DIS flow and the model need none of it."""
+    code = ("import sys; from hmhi_cli.flow import flow_images, resolve_flow_backend; import hmhi_cli.segment; "
+            "import numpy as np; e = resolve_flow_backend('auto'); "
+            "list(flow_images([np.zeros((32, 32, 3), np.uint8)] * 2, e)); print('torchvision' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "TORCH_HOME": str(tmp_path)})
+    assert result.stdout.strip() == "False"

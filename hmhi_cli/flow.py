@@ -294,14 +294,15 @@ def resolve_flow_backend(
     ``auto`` never needs a download: ``allow_download`` only lets an explicitly named RAFT fetch
     torchvision's weights.
     ``max_side`` caps RAFT's working resolution; ``dis_max_side`` caps DIS's (None: full
-    resolution), as the weights in use record it.
+    resolution), as the weights in use record it. Weights that record it were trained on DIS
+    flow, so with them ``auto`` keeps to DIS unless ``raft_weights`` are given.
     """
     if name not in FLOW_BACKENDS:
         raise InputError(f"unknown flow backend '{name}': choose {', '.join(FLOW_BACKENDS)}")
     if name == "auto":
         if raft_weights is not None:
             name = raft_variant(raft_weights)
-        elif raft_cache_path("raft-large").is_file():
+        elif dis_max_side is None and raft_cache_path("raft-large").is_file():
             name = "raft-large"
         else:
             return DisFlowEstimator(preset=dis_preset, max_side=dis_max_side)

@@ -259,6 +259,9 @@ def test_auto_backend_uses_raft_large_only_when_weights_are_cached(empty_torch_h
     cached.parent.mkdir(parents=True)
     torch.save(raft_large(weights=None).state_dict(), cached)
     assert resolve_flow_backend("auto").name == "raft-large"
+    # weights trained on DIS flow (they record its working size) keep auto on DIS, at that size
+    trained_on_dis = resolve_flow_backend("auto", dis_max_side=256)
+    assert trained_on_dis.name == "dis" and trained_on_dis.max_side == 256
     assert resolve_flow_backend("dis").name == "dis"
     with pytest.raises(InputError, match="unknown flow backend"):
         resolve_flow_backend("farneback")

@@ -1,8 +1,10 @@
 """``hmhi segment`` as a library call: a video (file, image folder or stdin) in; masks,
-soft maps, mask video, alpha mattes, composites and an overlay preview out.
+soft maps, mask video, alpha mattes, composites and an overlay preview out, into a folder or as
+one lossless video stream (for a pipe).
 
 Frames stream through decode -> flow (one frame of look-ahead) -> model -> encoders, so memory
-does not grow with the video's length. One run at a time writes into an output folder (a lock
+does not grow with the video's length. A :class:`SegmentationEngine` loads the network once and
+segments any number of videos with it. One run at a time writes into an output folder (a lock
 file there, released by the kernel when the process dies). Outputs are written into a hidden
 staging folder inside it and renamed into place together at the end, all or none; a run that
 fails or is interrupted leaves nothing behind, and the next run deletes what a killed one left.
@@ -19,24 +21,29 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+import torch
 
 from hmhi_cli.atomic import deferred_signals, remove_path
 from hmhi_cli.data.layouts import list_images
 from hmhi_cli.errors import InputError, OutputError
-from hmhi_cli.flow import resolve_flow_backend
+from hmhi_cli.flow import FlowEstimator, resolve_flow_backend
 from hmhi_cli.inference import (
     SegmentedFrame,
     Segmenter,
+    StageTimes,
     binarize,
     load_segmentation_weights,
     resolve_device,
     to_uint8,
 )
+from hmhi_cli.model import HMHINet
 from hmhi_cli.pipeline import Worker, run_ahead
 from hmhi_cli.video import (
     AlphaVideoWriter,
+    Background,
     Frame,
     FrameSource,
     ImageFolderSource,
@@ -44,12 +51,16 @@ from hmhi_cli.video import (
     OverlayVideoWriter,
     PngSequenceWriter,
     RgbVideoWriter,
+    StreamVideoWriter,
+    add_audio,
     check_writable,
     composite,
     open_source,
+    overlay,
     parse_background,
     read_image,
 )
+from hmhi_cli.weights import WeightsInfo
 
 OUTPUT_KINDS = ("masks", "probs", "mask-video", "alpha", "overlay")
 DEFAULT_OUTPUTS = ("masks", "mask-video")
@@ -77,6 +88,8 @@ class SegmentOptions:
     background: str | None = None
     overwrite: bool = False
     fps: float | None = None
+    audio: bool = True
+    """Keep the source's sound in ``overlay.mp4`` and ``composite.mp4``."""
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.outputs if kind not in OUTPUT_KINDS]
@@ -97,8 +110,8 @@ class SegmentOptions:
 @dataclass
 class SegmentResult:
     """What a run produced, for scripts (``--json``). ``seconds`` is the whole run,
-    ``startup_seconds`` its part before the first frame (opening the input and outputs, loading
-    the weights and the flow backend)."""
+    ``startup_seconds`` its part before the first frame (opening the input and outputs, and
+    loading the weights and the flow backend when the engine had not loaded them yet)."""
 
     input: str
     frames: int
@@ -116,6 +129,8 @@ class SegmentResult:
     seconds: float
     startup_seconds: float = 0.0
     stages: dict = field(default_factory=dict)
+    audio: str | None = None
+    """What became of the source's sound: ``"aac copied"``, ``"pcm_s16le re-encoded to aac"``, or None."""
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
@@ -144,16 +159,29 @@ def planned_outputs(out_dir: Path, outputs: tuple[str, ...], lossless: bool, bac
     return paths
 
 
-def ignored_options(options: SegmentOptions, source: FrameSource) -> list[str]:
-    """The options given that do nothing with this input and these outputs, one sentence each."""
-    ignored = []
-    if options.lossless and "mask-video" not in options.outputs:
-        ignored.append("--lossless has no effect without --save mask-video")
+def carries_audio(options: SegmentOptions) -> bool:
+    """Whether these options write a video that carries the source's sound (overlay, composite)."""
+    return "overlay" in options.outputs or ("alpha" in options.outputs and bool(options.background))
+
+
+def run_warnings(options: SegmentOptions, source: FrameSource, streaming: bool = False) -> list[str]:
+    """One sentence for each option given that does nothing with this input and these outputs,
+    and for sound that cannot be kept."""
+    warnings = []
+    if options.lossless and streaming:
+        warnings.append("--lossless has no effect with -o -: the stream is always lossless")
+    elif options.lossless and "mask-video" not in options.outputs:
+        warnings.append("--lossless has no effect without --save mask-video")
     if options.background and "alpha" not in options.outputs:
-        ignored.append("--background has no effect without --save alpha")
+        warnings.append("--background has no effect without --save alpha")
     if options.fps is not None and not isinstance(source, ImageFolderSource):
-        ignored.append("--fps has no effect on a video input: videos keep their own timing")
-    return ignored
+        warnings.append("--fps has no effect on a video input: videos keep their own timing")
+    if not options.audio and (streaming or not carries_audio(options)):
+        warnings.append("--no-audio has no effect: only overlay.mp4 and composite.mp4 carry sound")
+    if options.audio and not streaming and carries_audio(options) and source.audio_codec and not source.rewindable:
+        warnings.append(f"the sound of {source.label} is not kept: a pipe is read once; "
+                        "pipe an MP4 or give the file's name to keep it")
+    return warnings
 
 
 _LOCK_NAME = ".hmhi-segment.lock"
@@ -286,34 +314,50 @@ def _precomputed_flows(flow_dir: Path) -> Iterator[np.ndarray]:
         yield read_image(path)
 
 
-def segment_video(source_spec: str | Path, out_dir: str | Path, options: SegmentOptions | None = None,
-                  on_start: Callable[[int | None, float | None], None] | None = None,
-                  on_frame: Callable[[int], None] | None = None,
-                  on_info: Callable[[str], None] | None = None,
-                  on_warning: Callable[[str], None] | None = None) -> SegmentResult:
-    """Segment one video into ``out_dir``; return what was written.
+STREAM_CHANNELS = {"masks": 1, "mask-video": 1, "probs": 1, "alpha": 4, "overlay": 3}
+"""Channels of the one video ``-o -`` streams, per output kind: grey masks or soft maps, RGBA cut-out
+(RGB composite with a background), RGB overlay."""
 
-    ``on_start(frame_count, duration_seconds)`` is called once the input is open (either may be
-    None), ``on_frame(done)`` after each frame, ``on_info(message)`` for notes such as the
-    flow backend chosen, ``on_warning(message)`` for each option that has no effect.
-    Raises :class:`OutputError` at once when another run is writing into ``out_dir``. A run that
-    fails or is interrupted leaves ``out_dir`` as it found it (less what killed runs left there).
+OnStart = Callable[[int | None, float | None], None]
+OnFrame = Callable[[int], None]
+OnMessage = Callable[[str], None]
+FrameWriter = Callable[[Frame, np.ndarray], None]
+
+
+@dataclass
+class LoadedModel:
+    """The network and flow backend an engine segments with (``estimator`` None: precomputed flow)."""
+
+    net: HMHINet
+    info: WeightsInfo
+    weights_path: Path
+    size: int
+    device: torch.device
+    estimator: FlowEstimator | None
+
+    @property
+    def flow_name(self) -> str:
+        return "precomputed" if self.estimator is None else self.estimator.name
+
+
+class SegmentationEngine:
+    """Segments videos with one set of :class:`SegmentOptions`: the network, the flow backend and
+    the device are loaded once, on first use, and shared by every video (see :mod:`hmhi_cli.batch`).
+
+    ``on_info(message)`` receives the note on what was loaded, once. Raises :class:`InputError`
+    at once for a ``background`` that is neither a colour nor an image.
     """
-    options = options or SegmentOptions()
-    out_dir = Path(out_dir)
-    started = time.perf_counter()
-    source = open_source(source_spec, fps=options.fps)
-    with source:
-        if on_warning:
-            for message in ignored_options(options, source):
-                on_warning(message)
-        paths = planned_outputs(out_dir, options.outputs, options.lossless, options.background)
-        with OutputFolder(out_dir) as folder:
-            existing = [str(path) for path in paths.values() if os.path.lexists(path)]
-            if existing and not options.overwrite:
-                raise OutputError(f"output exists: {existing[0]}" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
-                                  + "; pass --overwrite to replace")
-            background = parse_background(options.background) if options.background else None
+
+    def __init__(self, options: SegmentOptions | None = None, on_info: OnMessage | None = None) -> None:
+        self.options = options or SegmentOptions()
+        self.background: Background | None = parse_background(self.options.background) if self.options.background else None
+        self._on_info = on_info
+        self._model: LoadedModel | None = None
+
+    def load(self) -> LoadedModel:
+        """Load the weights and the flow backend unless already loaded; return them."""
+        if self._model is None:
+            options = self.options
             net, info, weights_path = load_segmentation_weights(options.weights, options.memory_limit)
             size = options.size or info.input_size
             device = resolve_device(options.device)
@@ -321,50 +365,170 @@ def segment_video(source_spec: str | Path, out_dir: str | Path, options: Segment
             if options.flow_dir is None:  # an explicitly named RAFT may be downloaded by torchvision when online
                 estimator = resolve_flow_backend(options.flow, options.raft_weights, device.type, allow_download=True,
                                                  dis_max_side=info.flow_max_side)
-            segmenter = Segmenter(net, estimator, size, device, options.precision)
-            flow_name = "precomputed" if estimator is None else estimator.name
-            if on_info:
-                on_info(f"weights {weights_path.name} ({info.encoder}, input {size}, {options.precision}), "
-                        f"flow {flow_name}, device {device}")
-            if on_start:
-                on_start(source.frame_count, source.duration_seconds)
-            timing: dict[int, Frame] = {}
+            self._model = LoadedModel(net, info, weights_path, size, device, estimator)
+            if self._on_info:
+                self._on_info(f"weights {weights_path.name} ({info.encoder}, input {size}, {options.precision}), "
+                              f"flow {self._model.flow_name}, device {device}")
+        return self._model
 
-            def frames() -> Iterator[np.ndarray]:
-                for frame in source:
-                    timing[frame.index] = frame
-                    yield frame.rgb
+    def planned_outputs(self, out_dir: str | Path) -> dict[str, Path]:
+        """Final paths of every output a run into ``out_dir`` writes."""
+        return planned_outputs(Path(out_dir), self.options.outputs, self.options.lossless, self.options.background)
 
-            def write(result: SegmentedFrame) -> None:
-                start = time.perf_counter()
-                _write_frame(writers, timing.pop(result.index), result.probability, options.threshold, background)
-                segmenter.times.encode += time.perf_counter() - start
-                if on_frame:
-                    on_frame(result.index + 1)
-
-            flows = _precomputed_flows(options.flow_dir) if options.flow_dir else None
-            with contextlib.ExitStack() as stack:
+    def segment(self, source_spec: str | Path, out_dir: str | Path, on_start: OnStart | None = None,
+                on_frame: OnFrame | None = None, on_warning: OnMessage | None = None) -> SegmentResult:
+        """Segment one video into ``out_dir``; return what was written. See :func:`segment_video`."""
+        options = self.options
+        started = time.perf_counter()
+        source = open_source(source_spec, fps=options.fps)
+        with source:
+            _warn(on_warning, run_warnings(options, source))
+            paths = self.planned_outputs(out_dir)
+            with OutputFolder(out_dir) as folder:
+                existing = [str(path) for path in paths.values() if os.path.lexists(path)]
+                if existing and not options.overwrite:
+                    raise OutputError(f"output exists: {existing[0]}" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
+                                      + "; pass --overwrite to replace")
                 staged = {kind: folder.staging / path.name for kind, path in paths.items()}
-                writers = _open_writers(stack, staged, source)
-                encoder = stack.enter_context(Worker(write, name="hmhi-encode"))
-                startup = time.perf_counter() - started
-                for result in segmenter.run(run_ahead(segmenter.pairs(frames(), flows), name="hmhi-decode-flow")):
-                    encoder.submit(result)
-                count = segmenter.times.frames
-                if count == 0:
-                    raise InputError(f"{source.label}: no frames decoded")
-            folder.commit(paths.values(), options.overwrite)
-    seconds = time.perf_counter() - started
-    return SegmentResult(
-        input=source.label, frames=count, width=source.width, height=source.height, fps=float(source.fps),
-        variable_frame_rate=source.is_vfr, outputs={kind: str(path) for kind, path in paths.items()},
-        weights=str(weights_path), encoder=info.encoder, input_size=size, flow=flow_name, device=str(device),
-        precision=options.precision, seconds=round(seconds, 3), startup_seconds=round(startup, 3),
-        stages=segmenter.times.to_dict(),
-    )
+
+                def open_outputs(stack: contextlib.ExitStack) -> FrameWriter:
+                    writers = _open_writers(stack, staged, source)
+                    return lambda frame, probability: _write_frame(writers, frame, probability, options.threshold,
+                                                                   self.background)
+
+                count, startup, times = self._run(source, open_outputs, started, on_start, on_frame)
+                audio = self._keep_audio(source, staged)
+                folder.commit(paths.values(), options.overwrite)
+        return self._result(source, count, {kind: str(path) for kind, path in paths.items()}, started, startup,
+                            times, audio)
+
+    def stream(self, source_spec: str | Path, output: BinaryIO, label: str = "stdout", on_start: OnStart | None = None,
+               on_frame: OnFrame | None = None, on_warning: OnMessage | None = None) -> SegmentResult:
+        """Segment one video into ``output`` as one lossless video (:class:`StreamVideoWriter`); return
+        what was written. See :func:`segment_to_stream`."""
+        options = self.options
+        if len(options.outputs) != 1:
+            raise InputError(f"-o - streams one video: choose one of {', '.join(OUTPUT_KINDS)} with --save, "
+                             f"not {','.join(options.outputs)}")
+        kind = options.outputs[0]
+        channels = 3 if kind == "alpha" and self.background else STREAM_CHANNELS[kind]
+        started = time.perf_counter()
+        source = open_source(source_spec, fps=options.fps)
+        with source:
+            _warn(on_warning, run_warnings(options, source, streaming=True))
+
+            def open_outputs(stack: contextlib.ExitStack) -> FrameWriter:
+                writer = stack.enter_context(StreamVideoWriter.for_source(output, source, channels=channels, label=label))
+                return lambda frame, probability: writer.write(
+                    _stream_image(kind, frame, probability, options.threshold, self.background),
+                    pts=frame.pts, duration=frame.duration)
+
+            count, startup, times = self._run(source, open_outputs, started, on_start, on_frame)
+        return self._result(source, count, {kind: label}, started, startup, times, None)
+
+    def _run(self, source: FrameSource, open_outputs: Callable[[contextlib.ExitStack], FrameWriter], started: float,
+             on_start: OnStart | None, on_frame: OnFrame | None) -> tuple[int, float, StageTimes]:
+        """Decode, segment and write every frame of ``source``; return the frame count, the seconds
+        from ``started`` to the first frame and the time spent per stage."""
+        model = self.load()
+        segmenter = Segmenter(model.net, model.estimator, model.size, model.device, self.options.precision)
+        if on_start:
+            on_start(source.frame_count, source.duration_seconds)
+        timing: dict[int, Frame] = {}
+
+        def frames() -> Iterator[np.ndarray]:
+            for frame in source:
+                timing[frame.index] = frame
+                yield frame.rgb
+
+        def write(result: SegmentedFrame) -> None:
+            start = time.perf_counter()
+            write_frame(timing.pop(result.index), result.probability)
+            segmenter.times.encode += time.perf_counter() - start
+            if on_frame:
+                on_frame(result.index + 1)
+
+        flows = _precomputed_flows(self.options.flow_dir) if self.options.flow_dir else None
+        with contextlib.ExitStack() as stack:
+            write_frame = open_outputs(stack)
+            encoder = stack.enter_context(Worker(write, name="hmhi-encode"))
+            startup = time.perf_counter() - started
+            for result in segmenter.run(run_ahead(segmenter.pairs(frames(), flows), name="hmhi-decode-flow")):
+                encoder.submit(result)
+            if segmenter.times.frames == 0:
+                raise InputError(f"{source.label}: no frames decoded")
+        return segmenter.times.frames, startup, segmenter.times
+
+    def _keep_audio(self, source: FrameSource, staged: dict[str, Path]) -> str | None:
+        """Put the source's sound into the staged overlay and composite videos; say what was done."""
+        if not (self.options.audio and source.audio_codec and source.rewindable):
+            return None
+        done = None
+        for kind in ("overlay", "composite"):
+            if kind in staged:
+                with source.reopen() as audio_input:
+                    done = add_audio(staged[kind], audio_input, source.label)
+        return done
+
+    def _result(self, source: FrameSource, count: int, outputs: dict[str, str], started: float, startup: float,
+                times: StageTimes, audio: str | None) -> SegmentResult:
+        model = self.load()
+        return SegmentResult(
+            input=source.label, frames=count, width=source.width, height=source.height, fps=float(source.fps),
+            variable_frame_rate=source.is_vfr, outputs=outputs, weights=str(model.weights_path),
+            encoder=model.info.encoder, input_size=model.size, flow=model.flow_name, device=str(model.device),
+            precision=self.options.precision, seconds=round(time.perf_counter() - started, 3),
+            startup_seconds=round(startup, 3), stages=times.to_dict(), audio=audio,
+        )
 
 
-def _open_writers(stack: contextlib.ExitStack, paths: dict[str, Path], source) -> dict:
+def segment_video(source_spec: str | Path, out_dir: str | Path, options: SegmentOptions | None = None,
+                  on_start: OnStart | None = None, on_frame: OnFrame | None = None,
+                  on_info: OnMessage | None = None, on_warning: OnMessage | None = None) -> SegmentResult:
+    """Segment one video into ``out_dir``; return what was written.
+
+    ``on_start(frame_count, duration_seconds)`` is called once the input is open (either may be
+    None), ``on_frame(done)`` after each frame, ``on_info(message)`` for notes such as the
+    flow backend chosen, ``on_warning(message)`` for each option that has no effect.
+    Raises :class:`OutputError` at once when another run is writing into ``out_dir``. A run that
+    fails or is interrupted leaves ``out_dir`` as it found it (less what killed runs left there).
+    To segment several videos with one loading of the weights, use :class:`SegmentationEngine`.
+    """
+    return SegmentationEngine(options, on_info).segment(source_spec, out_dir, on_start, on_frame, on_warning)
+
+
+def segment_to_stream(source_spec: str | Path, output: BinaryIO, options: SegmentOptions | None = None,
+                      label: str = "stdout", on_start: OnStart | None = None, on_frame: OnFrame | None = None,
+                      on_info: OnMessage | None = None, on_warning: OnMessage | None = None) -> SegmentResult:
+    """Segment one video into the binary file object ``output`` (stdout for a pipe) as one lossless
+    video, FFV1 in Matroska, with the source's timestamps; return what was written.
+
+    ``options.outputs`` must name one kind (:data:`STREAM_CHANNELS`). ``label`` names ``output`` in
+    messages; the callbacks are those of :func:`segment_video`. A reader that closes the pipe
+    early raises :class:`BrokenPipeError`.
+    """
+    return SegmentationEngine(options, on_info).stream(source_spec, output, label, on_start, on_frame, on_warning)
+
+
+def _warn(on_warning: OnMessage | None, messages: list[str]) -> None:
+    if on_warning:
+        for message in messages:
+            on_warning(message)
+
+
+def _stream_image(kind: str, frame: Frame, probability: np.ndarray, threshold: float,
+                  background: Background | None) -> np.ndarray:
+    """The frame that ``-o -`` streams for an output kind."""
+    if kind == "probs":
+        return to_uint8(probability)
+    if kind == "alpha":
+        soft = to_uint8(probability)
+        return composite(frame.rgb, soft, background) if background else np.dstack([frame.rgb, soft])
+    mask = binarize(probability, threshold)
+    return overlay(frame.rgb, mask) if kind == "overlay" else mask
+
+
+def _open_writers(stack: contextlib.ExitStack, paths: dict[str, Path], source: FrameSource) -> dict:
     writers: dict = {}
     for kind in ("masks", "probs", "alpha_png"):
         if kind in paths:

@@ -53,6 +53,41 @@ def clip(tmp_path_factory) -> Path:
     return path
 
 
+def make_clip(path: Path, sequence: str = "blackswan", frames: int = 4, size: tuple[int, int] = (64, 48),
+              audio: str | None = None, audio_start: float = 0.0) -> Path:
+    """A small H.264 clip of DAVIS frames at 25 fps (container from the suffix), with a 440 Hz stereo
+    tone from ``audio_start`` to the end of the video when ``audio`` names a codec (aac, pcm_s16le)."""
+    images = sorted((DAVIS / "JPEGImages" / "480p" / sequence).glob("*.jpg"))[:frames]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=25, options={"bf": "0"})
+        video.width, video.height, video.pix_fmt = *size, "yuv420p"
+        sound = container.add_stream(audio, rate=48000, layout="stereo") if audio else None
+        for index, image_path in enumerate(images):
+            rgb = cv2.cvtColor(cv2.resize(cv2.imread(str(image_path)), size), cv2.COLOR_BGR2RGB)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        if sound is not None:
+            first, end = round(audio_start * 48000), frames * 48000 // 25
+            for start in range(first, end, 1024):
+                tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(start, min(start + 1024, end)) / 48000))
+                planes = np.stack([tone, tone]).astype(np.float32)
+                if sound.format.name == "s16":
+                    samples = av.AudioFrame.from_ndarray((planes.T.reshape(1, -1) * 32767).astype(np.int16), format="s16",
+                                                         layout="stereo")
+                else:
+                    samples = av.AudioFrame.from_ndarray(planes, format="fltp", layout="stereo")
+                samples.sample_rate, samples.pts = 48000, start
+                for packet in sound.encode(samples):
+                    container.mux(packet)
+            for packet in sound.encode(None):
+                container.mux(packet)
+    return path
+
+
 def run(*args: str, stdin: bytes | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hmhi_cli", *args], input=stdin, capture_output=True, timeout=600,
                           env={**os.environ, **(env or {})})

@@ -1,51 +1,42 @@
-"""``hmhi segment``: cut the main moving object out of a video."""
+"""``hmhi segment``: cut the main moving object out of a video, or out of many."""
 
 from __future__ import annotations
 
-import contextlib
+import json
+import os
 import signal
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from hmhi_cli.cli.common import Device, FlowBackend, Precision, err_console, print_json, progress
+from hmhi_cli.errors import InputError
 
+if TYPE_CHECKING:
+    from hmhi_cli.segment import SegmentationEngine
+
+Warn = Callable[[str], None]
 
 SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (soft PNG), mask-video "
              "(mask.mp4, or mask.mkv with --lossless), alpha (RGBA PNGs + alpha.webm + alpha.mov, or "
-             "composite.mp4 with --background), overlay (overlay.mp4). Default: masks,mask-video.")
-
-
-class _Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP as an exception, a KeyboardInterrupt like Ctrl-C, so that the run cleans up the same way."""
-
-    def __init__(self, number: int) -> None:
-        super().__init__(signal.Signals(number).name)
-        self.number = number
-
-
-@contextlib.contextmanager
-def _stop_on_termination() -> Iterator[None]:
-    """Within the block, SIGTERM (kill, timeout) and SIGHUP (terminal closed) raise :class:`_Stopped`."""
-
-    def stop(number: int, _frame) -> None:
-        raise _Stopped(number)
-
-    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+             "composite.mp4 with --background), overlay (overlay.mp4). Default: masks,mask-video; "
+             "with -o -, one of them (default mask-video).")
+SOURCES_HELP = ("Video files, folders of images (one video each), folders of videos (each of their videos), "
+                "or - for a video on stdin.")
+OUT_HELP = ("Output folder; with several videos, one subfolder per video (named after its file). "
+            "- streams one video to stdout (FFV1 in Matroska).")
+BATCH_FAILED = 1
 
 
 def register(app: typer.Typer) -> None:
     @app.command("segment")
     def segment_command(
-        source: str = typer.Argument(..., help="Video file, folder of images, or - for a video on stdin."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-        save: list[str] = typer.Option(["masks,mask-video"], "--save", help=SAVE_HELP),
+        sources: list[str] = typer.Argument(..., help=SOURCES_HELP, show_default=False),
+        out: Path = typer.Option(..., "--out", "-o", help=OUT_HELP),
+        save: list[str] = typer.Option([], "--save", help=SAVE_HELP, show_default=False),
         weights: Path = typer.Option(None, "--weights", help="Weights file (default: the embedded weights)."),
         size: int = typer.Option(None, "--size", help="Model input size S, a multiple of 32 up to 2048 (default: the weights' own, 512 for published)."),
         threshold: float = typer.Option(0.5, "--threshold", help="Foreground probability threshold for masks, strictly between 0 and 1."),
@@ -58,42 +49,133 @@ def register(app: typer.Typer) -> None:
         lossless: bool = typer.Option(False, "--lossless", help="Write mask.mkv (FFV1) instead of mask.mp4."),
         background: str = typer.Option(None, "--background", help="Colour (green, #00ff00, 0,255,0) or image: composite instead of alpha."),
         fps: float = typer.Option(None, "--fps", help="Frame rate of an image-folder input, 0.01 to 1000 (default 25)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (a link is replaced, not followed)."),
-        as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout."),
+        no_audio: bool = typer.Option(False, "--no-audio", help="Leave the source's sound out of overlay.mp4 and composite.mp4."),
+        shard: str = typer.Option("0/1", "--shard", help="Do only shard i of n (0-based, e.g. 0/4) of the sorted videos: every n-th from the i-th."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (a link is replaced, not followed); in a batch, redo videos already done."),
+        as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout; one JSON line per video in a batch."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or notes on stderr."),
     ) -> None:
-        """Cut the main moving object out of a video: masks, soft maps, mask video, mattes, overlay."""
-        from hmhi_cli.segment import SegmentOptions, segment_video
+        """Cut the main moving object out of videos: masks, soft maps, mask video, mattes, overlay."""
+        from hmhi_cli.batch import is_batch
+        from hmhi_cli.flow import parse_shard
+        from hmhi_cli.segment import DEFAULT_OUTPUTS, SegmentationEngine, SegmentOptions
 
-        outputs = tuple(dict.fromkeys(item.strip() for entry in save for item in entry.split(",") if item.strip()))
+        streaming = str(out) == "-"
+        chosen = tuple(dict.fromkeys(item.strip() for entry in save for item in entry.split(",") if item.strip()))
         options = SegmentOptions(
-            outputs=outputs, weights=weights, size=size, memory_limit=memory_limit, threshold=threshold,
-            device=device.value, precision=precision.value, flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless,
-            background=background, overwrite=overwrite, fps=fps,
+            outputs=chosen or (("mask-video",) if streaming else DEFAULT_OUTPUTS), weights=weights, size=size,
+            memory_limit=memory_limit, threshold=threshold, device=device.value, precision=precision.value,
+            flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless, background=background,
+            overwrite=overwrite, fps=fps, audio=not no_audio,
         )
+        shard_index, shard_count = parse_shard(shard)
 
         def on_info(message: str) -> None:
             if not quiet:
-                err_console.print(message, highlight=False)
+                err_console.print(message, highlight=False, soft_wrap=True)
 
         def on_warning(message: str) -> None:
             if not quiet:
                 err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
+        batch = is_batch(sources)
+        engine = SegmentationEngine(options, on_info)
         try:
-            with _stop_on_termination(), progress(quiet) as bar:
-                task = bar.add_task("segmenting", total=None)
+            if streaming:
+                _check_streamable(batch, as_json, shard_count)
+                _segment_to_stdout(sources[0], engine, quiet, on_warning)
+            elif batch:
+                _segment_batch(sources, out, engine, shard, as_json, quiet, on_warning)
+            elif shard_index > 0:
+                on_info(f"shard {shard}: nothing to do (one video, in shard 0/{shard_count})")
+            else:
+                _segment_one(sources[0], out, engine, as_json, quiet, on_warning)
+        except BrokenPipeError:
+            _end_on_closed_stdout()
 
-                def on_start(frame_count: int | None, _duration: float | None) -> None:
-                    bar.update(task, total=frame_count)
 
-                result = segment_video(source, out, options, on_start=on_start,
-                                       on_frame=lambda done: bar.update(task, completed=done),
-                                       on_info=on_info, on_warning=on_warning)
-        except _Stopped as stopped:
-            err_console.print(f"[yellow]interrupted ({stopped})[/]", highlight=False, soft_wrap=True)
-            raise typer.Exit(128 + stopped.number) from None
-        if as_json:
-            print_json(result.to_dict())
-        elif not quiet:
-            err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> {out}", highlight=False)
+def _check_streamable(batch: bool, as_json: bool, shard_count: int) -> None:
+    if batch:
+        raise InputError("-o - streams one video: give one input")
+    if as_json:
+        raise InputError("--json prints on stdout, which -o - fills with the video: leave one of them out")
+    if shard_count > 1:
+        raise InputError("--shard splits a batch of videos; -o - streams one")
+    if sys.stdout.isatty():
+        raise InputError("-o - writes a video to stdout, which is a terminal: pipe it into a program "
+                         "(| ffmpeg -i - out.mov) or redirect it (> out.mkv)")
+
+
+def _end_on_closed_stdout() -> None:
+    """The reader of stdout has gone (``| head``): point stdout at /dev/null, so that nothing fails
+    at exit, and end quietly with 141, as Unix tools stopped by SIGPIPE do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    raise typer.Exit(128 + signal.SIGPIPE)
+
+
+def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bool, quiet: bool, on_warning: Warn) -> None:
+    with progress(quiet) as bar:
+        task = bar.add_task("segmenting", total=None)
+        result = engine.segment(source, out, on_start=lambda frame_count, _duration: bar.update(task, total=frame_count),
+                                on_frame=lambda done: bar.update(task, completed=done), on_warning=on_warning)
+    if as_json:
+        print_json(result.to_dict())
+    elif not quiet:
+        err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> {out}", highlight=False)
+
+
+def _segment_to_stdout(source: str, engine: SegmentationEngine, quiet: bool, on_warning: Warn) -> None:
+    with progress(quiet) as bar:
+        task = bar.add_task("segmenting", total=None)
+        result = engine.stream(source, sys.stdout.buffer, on_start=lambda frame_count, _duration: bar.update(task, total=frame_count),
+                               on_frame=lambda done: bar.update(task, completed=done), on_warning=on_warning)
+    if not quiet:
+        err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> stdout", highlight=False)
+
+
+def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, shard: str, as_json: bool, quiet: bool,
+                   on_warning: Warn) -> None:
+    from hmhi_cli.batch import collect_videos, segment_batch, shard_videos
+
+    videos = shard_videos(collect_videos(sources), shard)
+    warned: set[str] = set()
+
+    def warn_once(message: str) -> None:
+        if message not in warned:
+            warned.add(message)
+            on_warning(message)
+
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    failed = []
+    with progress(quiet) as bar:
+        overall = bar.add_task("videos", total=len(videos))
+        frames = bar.add_task("", total=None, visible=False)
+        outcomes = segment_batch(
+            videos, out, engine,
+            on_video=lambda video: bar.reset(frames, total=None, description=video.name, visible=True),
+            on_start=lambda frame_count, _duration: bar.update(frames, total=frame_count),
+            on_frame=lambda done: bar.update(frames, completed=done), on_warning=warn_once)
+        for outcome in outcomes:
+            counts[outcome.status] += 1
+            bar.advance(overall)
+            name = outcome.video.name
+            if outcome.status == "failed":
+                failed.append(name)
+                err_console.print(f"[bold red]failed[/] {name}: {outcome.error}", highlight=False, soft_wrap=True)
+            elif not quiet and outcome.status == "skipped":
+                err_console.print(f"skipped {name}: its outputs are all in {outcome.output}", highlight=False, soft_wrap=True)
+            elif not quiet:
+                result = outcome.result
+                err_console.print(f"done {name}: {result.frames} frames in {result.seconds:.1f} s -> {outcome.output}",
+                                  highlight=False, soft_wrap=True)
+            if as_json:
+                sys.stdout.write(json.dumps(outcome.to_dict()) + "\n")
+                sys.stdout.flush()
+        bar.update(frames, visible=False)
+    if failed or not quiet:
+        summary = f"{len(videos)} videos (shard {shard}): {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+        err_console.print(summary + (f": {', '.join(failed)}" if failed else ""), highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(BATCH_FAILED)

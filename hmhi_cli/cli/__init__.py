@@ -2,12 +2,16 @@
 
 Each command group lives in its own module and registers itself on :data:`app`.
 User errors (:class:`hmhi_cli.errors.HmhiError`) become one line on stderr and a non-zero
-exit code; Ctrl-C exits with 130 after the command's own clean-up.
+exit code. Ctrl-C, SIGTERM (``kill``, ``timeout``, a scheduler ending a job) and SIGHUP (terminal
+closed) stop every command the same way, after its own clean-up, with exit 130, 143 and 129.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 
 import typer
 
@@ -55,21 +59,46 @@ _register_commands()
 INTERRUPTED = 130
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP as an exception, a KeyboardInterrupt like Ctrl-C, so that a command cleans up the same way."""
+
+
+@contextlib.contextmanager
+def _stop_on_termination() -> Iterator[list[int]]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`_Stopped`; yields the list of the signals received."""
+    received: list[int] = []
+
+    def stop(number: int, _frame) -> None:
+        received.append(number)
+        raise _Stopped(signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def main() -> None:
     """Console-script entry point."""
     keep_freed_memory()
-    try:
-        # Non-standalone mode returns the exit code of typer.Exit, and of Ctrl-C (130).
-        exit_code = app(standalone_mode=False)
-    except HmhiError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("[yellow]aborted[/]")
-        sys.exit(INTERRUPTED)
-    except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing argument
-        exc.show()
-        sys.exit(exc.exit_code)
+    with _stop_on_termination() as stops:
+        try:
+            # Non-standalone mode returns the exit code of typer.Exit, and of Ctrl-C, SIGTERM and SIGHUP (130).
+            exit_code = app(standalone_mode=False)
+        except HmhiError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err_console.print("[yellow]aborted[/]")
+            sys.exit(INTERRUPTED)
+        except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing argument
+            exc.show()
+            sys.exit(exc.exit_code)
+    if exit_code == INTERRUPTED and stops:
+        err_console.print(f"[yellow]interrupted ({signal.Signals(stops[0]).name})[/]", highlight=False)
+        sys.exit(128 + stops[0])
     if exit_code == INTERRUPTED:
         err_console.print("[yellow]interrupted[/]")
     if isinstance(exit_code, int) and exit_code:

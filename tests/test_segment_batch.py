@@ -122,6 +122,9 @@ def test_bad_shards_and_mixing_stdin_give_one_line_and_exit_2(inputs, tiny_weigh
     result = run("segment", "-", str(inputs / "frames"), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights))
     message = one_line_error(result)
     assert result.returncode == 2 and "cannot be combined" in message, message
+    single = run("segment", str(inputs / "frames"), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights),
+                 "--shard", "1/2")
+    assert single.returncode == 0 and "nothing to do" in single.stderr.decode(), "one video is video 0 of the list"
     assert not (tmp_path / "out").exists()
 
 

@@ -104,6 +104,7 @@ class _VideoEncoder(abc.ABC):
     def _open_container(self) -> Any:
         """The output container, opened for writing."""
 
+    @abc.abstractmethod
     def _publish(self) -> None:
         """Make the complete output available."""
 

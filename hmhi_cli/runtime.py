@@ -43,3 +43,16 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE_TOP))
+
+
+def leave_cores_to_the_model() -> None:
+    """Run OpenCV single-threaded (DIS flow, resizes).
+
+    While a video is segmented the model already keeps every core busy, and OpenCV's own
+    thread pool in the decode/flow thread only competes with it: 40 frames at 480p with the
+    default weights took 4.9 s with OpenCV's pool and 4.4 s without (two cores). Process-wide,
+    so the ``hmhi segment`` and ``hmhi eval`` commands call it and the library does not.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)

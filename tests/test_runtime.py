@@ -33,3 +33,10 @@ def test_freed_memory_is_reused_without_page_faults():
     pages = 64 * 2**20 // 4096
     assert faults_per_allocation("default") > pages // 2
     assert faults_per_allocation("keep") < pages // 100
+
+
+def test_opencv_leaves_the_cores_to_the_model():
+    code = ("import cv2; from hmhi_cli.runtime import leave_cores_to_the_model; before = cv2.getNumThreads(); "
+            "leave_cores_to_the_model(); print(before, cv2.getNumThreads())")
+    before, after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(after) == 1 and int(before) >= 1

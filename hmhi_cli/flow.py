@@ -107,9 +107,28 @@ class FlowEstimator(abc.ABC):
         flow = self._estimate(frame_a, frame_b)
         return np.ascontiguousarray(flow, dtype=np.float32)
 
+    def flow_image(self, frame_a: np.ndarray, frame_b: np.ndarray | None, size: int) -> np.ndarray:
+        """The model's view of the flow from ``frame_a`` to ``frame_b`` (None: no motion):
+        sampled on a ``size`` x ``size`` grid over the frame, vectors in the frame's pixels,
+        rendered with :func:`flow_to_rgb`. Training and inference both use this, so the
+        network is trained on exactly the flow images it is given."""
+        height, width = frame_a.shape[:2]
+        if frame_b is None:
+            return flow_to_rgb(np.zeros((size, size, 2), np.float32))
+        _check_pair(frame_a, frame_b)
+        flow = np.asarray(self._working_flow(frame_a, frame_b), dtype=np.float32)
+        on_grid = cv2.resize(flow, (size, size), interpolation=cv2.INTER_LINEAR)
+        on_grid[..., 0] *= width / flow.shape[1]
+        on_grid[..., 1] *= height / flow.shape[0]
+        return flow_to_rgb(on_grid)
+
     @abc.abstractmethod
     def _estimate(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
         """Backend-specific flow of two validated frames."""
+
+    def _working_flow(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
+        """The flow at the backend's working resolution, vectors in its pixels (default: the frame's)."""
+        return self._estimate(frame_a, frame_b)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device!r})"
@@ -130,6 +149,9 @@ class DisFlowEstimator(FlowEstimator):
         self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
 
     def _estimate(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
+        return _resize_flow(self._working_flow(frame_a, frame_b), *frame_a.shape[:2])
+
+    def _working_flow(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
         height, width = frame_a.shape[:2]
         work_h, work_w = _scaled_size(height, width, self.max_side)
         greys = []
@@ -138,8 +160,7 @@ class DisFlowEstimator(FlowEstimator):
             if (work_h, work_w) != (height, width):
                 grey = cv2.resize(grey, (work_w, work_h), interpolation=cv2.INTER_AREA)
             greys.append(grey)
-        flow = self._dis.calc(greys[0], greys[1], None)
-        return _resize_flow(flow, height, width)
+        return self._dis.calc(greys[0], greys[1], None)
 
 
 _RAFT_VARIANTS = ("raft-large", "raft-small")
@@ -395,27 +416,38 @@ class FlowFrame(NamedTuple):
     flow_raw: np.ndarray  # HxWx2 float32 (dx, dy) in pixels
 
 
-def flow_images(frames: Iterable[np.ndarray], estimator: FlowEstimator) -> Iterator[FlowFrame]:
-    """Yield each frame in order with the flow to the next frame (last frame: to the previous one).
-
-    Reads one frame ahead, so memory does not grow with the video length. A one-frame video
-    gets a zero flow.
-    """
+def flow_partners(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Each frame in order with the frame its flow goes to: the next one, for the last frame the
+    previous one, None for a one-frame video. Reads one frame ahead, so memory does not grow
+    with the video length."""
     iterator = iter(frames)
     current = next(iterator, None)
     if current is None:
         return
     previous = None
     for following in iterator:
-        flow = estimator.estimate(current, following)
-        yield FlowFrame(current, flow_to_rgb(flow), flow)
+        yield current, following
         previous, current = current, following
-    if previous is None:
-        _check_pair(current, current)
-        flow = np.zeros((*current.shape[:2], 2), dtype=np.float32)
-    else:
-        flow = estimator.estimate(current, previous)
-    yield FlowFrame(current, flow_to_rgb(flow), flow)
+    yield current, previous
+
+
+def flow_images(frames: Iterable[np.ndarray], estimator: FlowEstimator) -> Iterator[FlowFrame]:
+    """Yield each frame with its flow at the frame's size (see :func:`flow_partners`); a
+    one-frame video gets a zero flow."""
+    for frame, partner in flow_partners(frames):
+        if partner is None:
+            _check_pair(frame, frame)
+            flow = np.zeros((*frame.shape[:2], 2), dtype=np.float32)
+        else:
+            flow = estimator.estimate(frame, partner)
+        yield FlowFrame(frame, flow_to_rgb(flow), flow)
+
+
+def model_flow_images(frames: Iterable[np.ndarray], estimator: FlowEstimator,
+                      size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield each frame with its flow image as the model sees it (:meth:`FlowEstimator.flow_image`)."""
+    for frame, partner in flow_partners(frames):
+        yield frame, estimator.flow_image(frame, partner, size)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import torch
 from hmhi_cli.atomic import write_bytes
 from hmhi_cli.data.layouts import load_dataset
 from hmhi_cli.errors import InputError, OutputError, WeightsError
-from hmhi_cli.flow import FlowEstimator, flow_images, flow_targets
+from hmhi_cli.flow import FlowEstimator, flow_targets, model_flow_images
 from hmhi_cli.flow import resolve_device as resolve_device_name
 from hmhi_cli.model import HMHINet
 from hmhi_cli.model.inputs import logits_to_probability, to_model_input
@@ -108,7 +108,7 @@ class Segmenter:
         self._autocast = autocast(self.device, self.precision)
 
     def pairs(self, frames: Iterable[np.ndarray], flows: Iterable[np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Each frame (RGB uint8 HxWx3) with its flow image: estimated (flow from t to t+1), or
+        """Each frame (RGB uint8 HxWx3) with its flow image: estimated (flow from t to t+1, on the model's S x S grid), or
         taken from ``flows`` (precomputed flow images, one per frame)."""
         if flows is not None:
             frames, flows = iter(frames), iter(flows)
@@ -120,14 +120,14 @@ class Segmenter:
                                      f"{frame_count} frames vs {flow_count} flow images")
                 yield frame, flow
             return
-        iterator = iter(flow_images(frames, self.estimator))
+        iterator = iter(model_flow_images(frames, self.estimator, self.size))
         while True:
             start = time.perf_counter()
             item = next(iterator, None)
             self.times.flow += time.perf_counter() - start
             if item is None:
                 return
-            yield item.frame, item.flow_rgb
+            yield item
 
     def _upload(self, tensor: torch.Tensor) -> torch.Tensor:
         """(3, S, S) CPU tensor -> (1, 3, S, S) on the device; through pinned memory on CUDA so the

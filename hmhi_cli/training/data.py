@@ -14,7 +14,7 @@ from hmhi_cli.data.layouts import Sequence, load_dataset
 from hmhi_cli.data.synthetic import SyntheticClipConfig, make_clip
 from hmhi_cli.errors import InputError
 from hmhi_cli.evaluation import read_annotation
-from hmhi_cli.flow import DisFlowEstimator, FlowEstimator, flow_to_rgb
+from hmhi_cli.flow import DisFlowEstimator, FlowEstimator
 from hmhi_cli.model.inputs import to_model_input
 from hmhi_cli.video import read_image
 
@@ -119,7 +119,7 @@ class ClipSampler:
             frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
             neighbours = [np.ascontiguousarray(f[:, ::-1]) for f in neighbours]
             masks = [np.ascontiguousarray(m[:, ::-1]) for m in masks]
-        flows = [flow_to_rgb(self.estimator.estimate(frame, neighbour)) for frame, neighbour in zip(frames, neighbours)]
+        flows = [self.estimator.flow_image(frame, neighbour, self.size) for frame, neighbour in zip(frames, neighbours)]
         if self.photometric:
             frames = photometric_distortion(frames, rng)
         image_tensor = torch.stack([to_model_input(f, self.size) for f in frames])

@@ -12,6 +12,10 @@ default against the current one:
     .venv/bin/python benchmarks/bench_segment.py --compare /tmp/previous.safetensors \
         weights/hmhi_default.safetensors --frames 40 --rounds 3
 
+``--baseline-tree DIR`` runs the baseline with the code of another checkout (e.g.
+``git worktree add /tmp/previous b93cd84``), so the comparison is against that release as a
+user had it, code and weights.
+
 Clips are made from ../shared/davis16-dev frames (looped for the long clip) and encoded to
 H.264 854x480. Model weights are random (speed does not depend on their values); RAFT runs with
 random weights too, saved to a temporary file, since no download is possible here.
@@ -89,19 +93,22 @@ def run_segment(clip: Path, out: Path, weights: Path, flow: str, raft_weights: P
     return summary
 
 
-def run_defaults(clip: Path, out: Path, weights: Path) -> float:
-    """Wall seconds of ``hmhi segment clip -o out`` with the default weights set to ``weights``."""
+def run_defaults(clip: Path, out: Path, weights: Path, code: Path | None = None) -> float:
+    """Wall seconds of ``hmhi segment clip -o out`` with the default weights set to ``weights``,
+    with this checkout's code or that of the checkout ``code``."""
     args = [sys.executable, "-m", "hmhi_cli", "segment", str(clip), "-o", str(out), "-q"]
+    env = {**os.environ, "HMHI_WEIGHTS": str(weights)}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     start = time.perf_counter()
-    result = subprocess.run(args, capture_output=True, text=True, check=False,
-                            env={**os.environ, "HMHI_WEIGHTS": str(weights)})
+    result = subprocess.run(args, capture_output=True, text=True, check=False, env=env, cwd=out.parent)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(result.stderr)
     return wall
 
 
-def compare_defaults(baseline: Path, candidate: Path, frames: int, rounds: int) -> None:
+def compare_defaults(baseline: Path, candidate: Path, frames: int, rounds: int, baseline_tree: Path | None) -> None:
     """Alternate the two default pipelines on one clip; print medians and the speed-up."""
     from hmhi_cli.weights import describe
 
@@ -110,8 +117,9 @@ def compare_defaults(baseline: Path, candidate: Path, frames: int, rounds: int) 
         clip = make_clip(tmp / "clip.mp4", frames)
         walls: dict[Path, list[float]] = {baseline: [], candidate: []}
         for round_index in range(rounds):
-            for weights in (baseline, candidate):
-                walls[weights].append(run_defaults(clip, tmp / f"out-{round_index}-{len(walls[weights])}-{weights.stem}", weights))
+            for role, weights in (("baseline", baseline), ("candidate", candidate)):
+                code = baseline_tree if role == "baseline" else None
+                walls[weights].append(run_defaults(clip, tmp / f"out-{round_index}-{role}", weights, code))
         print(f"hmhi segment with all defaults, {frames} frames 854x480 H.264 in, masks + mask.mp4 out, "
               f"start-up included, median of {rounds} alternating rounds")
         medians = {}
@@ -119,7 +127,8 @@ def compare_defaults(baseline: Path, candidate: Path, frames: int, rounds: int) 
             info = describe(weights)
             medians[weights] = sorted(times)[len(times) // 2]
             flow = f"DIS at {info.flow_max_side} px" if info.flow_max_side else "DIS at full size"
-            print(f"  {weights}: {info.encoder} S={info.input_size}, {flow}: {medians[weights]:.2f} s "
+            code = f", code of {baseline_tree}" if baseline_tree and weights == baseline else ""
+            print(f"  {weights}: {info.encoder} S={info.input_size}, {flow}{code}: {medians[weights]:.2f} s "
                   f"({frames / medians[weights]:.2f} fps; runs {', '.join(f'{t:.2f}' for t in times)})")
         print(f"speed-up candidate/baseline: {medians[baseline] / medians[candidate]:.2f}x")
 
@@ -154,9 +163,10 @@ def main() -> None:
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("BASELINE", "CANDIDATE"),
                         help="time two weights files' default pipelines against each other instead")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of --compare")
+    parser.add_argument("--baseline-tree", type=Path, help="checkout whose code runs the --compare baseline")
     args = parser.parse_args()
     if args.compare:
-        compare_defaults(*args.compare, frames=args.frames, rounds=args.rounds)
+        compare_defaults(*args.compare, frames=args.frames, rounds=args.rounds, baseline_tree=args.baseline_tree)
         return
     with tempfile.TemporaryDirectory(prefix="hmhi-bench-") as tmp:
         tmp = Path(tmp)

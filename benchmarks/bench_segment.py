@@ -97,9 +97,9 @@ def run_defaults(clip: Path, out: Path, weights: Path, code: Path | None = None)
     """Wall seconds of ``hmhi segment clip -o out`` with the default weights set to ``weights``,
     with this checkout's code or that of the checkout ``code``."""
     args = [sys.executable, "-m", "hmhi_cli", "segment", str(clip), "-o", str(out), "-q"]
-    env = {**os.environ, "HMHI_WEIGHTS": str(weights)}
+    env = {**os.environ, "HMHI_WEIGHTS": str(weights.resolve())}
     if code is not None:
-        env["PYTHONPATH"] = str(code)
+        env["PYTHONPATH"] = str(code.resolve())
     start = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, check=False, env=env, cwd=out.parent)
     wall = time.perf_counter() - start

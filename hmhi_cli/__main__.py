@@ -1,5 +1,5 @@
 """``python -m hmhi_cli``: run the hmhi command line."""
 
-from hmhi_cli.cli import main
+from hmhi_cli.cli import run
 
-main()
+run()

@@ -9,9 +9,11 @@ closed) stop every command the same way, after its own clean-up, with exit 130, 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
+from typing import NoReturn
 
 import typer
 
@@ -103,3 +105,25 @@ def main() -> None:
         err_console.print("[yellow]interrupted[/]")
     if isinstance(exit_code, int) and exit_code:
         sys.exit(exit_code)
+
+
+def run() -> NoReturn:
+    """The ``hmhi`` program: :func:`main`, then leave without the interpreter's teardown.
+
+    By the time the command returns every output is closed and committed, its threads joined
+    and its locks released; what is left is Python freeing torch's modules one by one, about
+    0.4 s of a 4 s ``hmhi segment`` run on two cores. Python callers use :func:`main`.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, int) or exc.code is None:
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

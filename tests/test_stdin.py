@@ -10,21 +10,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
-from hmhi_cli.model import build_model
-from hmhi_cli.weights import save_weights
+from test_segment import tiny_weights  # noqa: F401  (the shared tiny-weights fixture)
 
 FRAMES = 6
 WIDTH, HEIGHT = 128, 96
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_weights(build_model("mit_b0"), path, input_size=64, provenance={"purpose": "tests"})
-    return path
 
 
 def noise_clip(path: Path, container_format: str, codec: str, options: dict[str, str] | None = None) -> Path:

@@ -188,15 +188,9 @@ _RAFT_STEM = "feature_encoder.convnormrelu.0.weight"
 _RAFT_VARIANT_BY_STEM_WIDTH = {64: "raft-large", 32: "raft-small"}
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a torchvision ``.pth`` (``torch.save``) or a safetensors file."""
-    state, _ = read_state_dict(path)
-    return state
-
-
 def raft_variant(weights: str | Path) -> str:
     """``raft-large`` or ``raft-small``: which RAFT a weights file holds, from its first convolution's width."""
-    stem = _read_state_dict(Path(weights)).get(_RAFT_STEM)
+    stem = read_state_dict(weights)[0].get(_RAFT_STEM)
     variant = None if stem is None else _RAFT_VARIANT_BY_STEM_WIDTH.get(stem.shape[0])
     if variant is None:
         raise WeightsError(f"{weights}: not RAFT weights (no raft-large or raft-small '{_RAFT_STEM}')")
@@ -257,11 +251,11 @@ class RaftFlowEstimator(FlowEstimator):
         builder, default_weights = _raft_builder_and_weights(variant)
         model = builder(weights=None)
         if weights is not None:
-            _load_checked(model, _read_state_dict(weights), str(weights), variant)
+            _load_checked(model, read_state_dict(weights)[0], str(weights), variant)
             return model
         cached = raft_cache_path(variant)
         if cached.is_file():
-            _load_checked(model, _read_state_dict(cached), str(cached), variant)
+            _load_checked(model, read_state_dict(cached)[0], str(cached), variant)
             return model
         if not allow_download:
             raise WeightsError(

@@ -7,7 +7,7 @@ module (``hmhi_cli.model.encoders``); the MiT-only fields are ignored by other f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -53,15 +53,9 @@ CONFIGS: dict[str, ModelConfig] = {
         memory_ffn_dim=512,
         mask_hidden=(27, 64),
     ),
-    "efficientnet_lite1": ModelConfig(
-        encoder="efficientnet_lite1",
-        family="efficientnet_lite",
-        widths=(24, 40, 112, 320),
-        decoder_dim=64,
-        memory_ffn_dim=512,
-        mask_hidden=(27, 64),
-    ),
 }
+# Lite1 is deeper than lite0 but has the same level widths, so the rest of the network is the same.
+CONFIGS["efficientnet_lite1"] = replace(CONFIGS["efficientnet_lite0"], encoder="efficientnet_lite1")
 
 
 def get_config(encoder: str) -> ModelConfig:

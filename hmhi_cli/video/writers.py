@@ -63,8 +63,9 @@ def _reason(err: BaseException) -> str:
 class _VideoEncoder(abc.ABC):
     """Shared machinery: one video stream in a container, source timing kept frame by frame.
 
-    Subclasses say where the container goes (:meth:`_open_container`), what to do once it is
-    complete (:meth:`_publish`) and after a failure (:meth:`_discard`). FFmpeg and I/O errors
+    Subclasses say which codec and pixel format suit the output (:meth:`_encoding`), where the
+    container goes (:meth:`_open_container`), what to do once it is complete (:meth:`_publish`)
+    and after a failure (:meth:`_discard`). FFmpeg and I/O errors
     become one-line :class:`OutputError`\\ s naming :attr:`label`, except a closed pipe, which
     stays a :class:`BrokenPipeError` so that callers can end quietly.
     """
@@ -94,11 +95,16 @@ class _VideoEncoder(abc.ABC):
         self._durations: dict[int, int] = {}
         self._container: Any = None
         self._stream: Any = None
+        self.codec, self.pix_fmt = self._encoding()
 
     @classmethod
     def for_source(cls, target: Any, source: FrameSource, **options: Any) -> Self:
         """A writer to ``target`` with the size, frame rate and time base of ``source``."""
         return cls(target, source.width, source.height, fps=source.fps, time_base=source.time_base, **options)
+
+    @abc.abstractmethod
+    def _encoding(self) -> tuple[str, str]:
+        """The codec and pixel format for this output (called once its size and target are known)."""
 
     @abc.abstractmethod
     def _open_container(self) -> Any:
@@ -288,10 +294,13 @@ class MaskVideoWriter(_VideoWriter):
     ) -> None:
         if lossless and Path(path).suffix.lower() != ".mkv":
             raise OutputError(f"cannot write {path}: a lossless mask video must be .mkv")
-        super().__init__(path, width, height, fps=fps, time_base=time_base)
         self.lossless = lossless
-        self.codec = "ffv1" if lossless else "libx264"
-        self.pix_fmt = "gray" if lossless or width % 2 or height % 2 else "yuv420p"
+        super().__init__(path, width, height, fps=fps, time_base=time_base)
+
+    def _encoding(self) -> tuple[str, str]:
+        if self.lossless:
+            return "ffv1", "gray"
+        return "libx264", "gray" if self.width % 2 or self.height % 2 else "yuv420p"
 
     def _codec_options(self) -> dict[str, str]:
         if self.lossless:
@@ -328,19 +337,10 @@ class AlphaVideoWriter(_VideoWriter):
 
     allowed_suffixes = (".webm", ".mov")
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        width: int,
-        height: int,
-        *,
-        fps: Fraction | float = Fraction(25),
-        time_base: Fraction | None = None,
-    ) -> None:
-        super().__init__(path, width, height, fps=fps, time_base=time_base)
-        is_webm = self.path.suffix.lower() == ".webm"
-        self.codec = "libvpx-vp9" if is_webm else "prores_ks"
-        self.pix_fmt = "yuva420p" if is_webm else "yuva444p10le"
+    def _encoding(self) -> tuple[str, str]:
+        if self.path.suffix.lower() == ".webm":
+            return "libvpx-vp9", "yuva420p"
+        return "prores_ks", "yuva444p10le"
 
     def _codec_options(self) -> dict[str, str]:
         if self.codec == "libvpx-vp9":
@@ -369,19 +369,9 @@ class RgbVideoWriter(_VideoWriter):
     """
 
     allowed_suffixes = (".mp4",)
-    codec = "libx264"
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        width: int,
-        height: int,
-        *,
-        fps: Fraction | float = Fraction(25),
-        time_base: Fraction | None = None,
-    ) -> None:
-        super().__init__(path, width, height, fps=fps, time_base=time_base)
-        self.pix_fmt = "yuv444p" if width % 2 or height % 2 else "yuv420p"
+    def _encoding(self) -> tuple[str, str]:
+        return "libx264", "yuv444p" if self.width % 2 or self.height % 2 else "yuv420p"
 
     def _codec_options(self) -> dict[str, str]:
         return {"crf": "20", "preset": "veryfast", "bf": "0"}
@@ -431,7 +421,6 @@ class StreamVideoWriter(_VideoEncoder):
     milliseconds. A reader that closes the pipe early makes ``write`` raise :class:`BrokenPipeError`.
     """
 
-    codec = "ffv1"
     _PIXEL_FORMATS: ClassVar[dict[int, str]] = {1: "gray", 3: "bgr0", 4: "bgra"}
 
     def __init__(
@@ -447,11 +436,13 @@ class StreamVideoWriter(_VideoEncoder):
     ) -> None:
         if channels not in self._PIXEL_FORMATS:
             raise ValueError(f"channels must be 1, 3 or 4, got {channels}")
-        super().__init__(width, height, fps=fps, time_base=time_base)
         self.channels = channels
-        self.pix_fmt = self._PIXEL_FORMATS[channels]
+        super().__init__(width, height, fps=fps, time_base=time_base)
         self.label = label
         self._output = output
+
+    def _encoding(self) -> tuple[str, str]:
+        return "ffv1", self._PIXEL_FORMATS[self.channels]
 
     def _open_container(self) -> Any:
         return av.open(self._output, mode="w", format="matroska")

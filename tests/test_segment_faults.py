@@ -25,8 +25,15 @@ BREAKDANCE = DAVIS / "JPEGImages" / "480p" / "breakdance"
 pytestmark = pytest.mark.skipif(not DAVIS.exists(), reason="../shared/davis16-dev absent")
 
 
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hmhi_cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """The CLI as a command typed at a terminal: with SIGINT at its default even when the tests
+    run as a background job, whose children inherit an ignored SIGINT (and rightly keep it)."""
+    return subprocess.Popen([sys.executable, "-m", "hmhi_cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_interrupt)
 
 
 def start_long_run(out: Path, weights: Path) -> subprocess.Popen:

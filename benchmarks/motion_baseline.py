@@ -18,8 +18,7 @@ import numpy as np
 from hmhi_cli.data.layouts import load_dataset
 from hmhi_cli.evaluation import evaluate
 from hmhi_cli.flow import DisFlowEstimator, flow_images
-from hmhi_cli.inference import write_png
-from hmhi_cli.video import read_image
+from hmhi_cli.video import read_image, write_png
 
 DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis16-dev"
 

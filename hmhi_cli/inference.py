@@ -13,19 +13,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from hmhi_cli.atomic import write_bytes
 from hmhi_cli.data.layouts import load_dataset
-from hmhi_cli.errors import InputError, OutputError, WeightsError
+from hmhi_cli.errors import InputError, WeightsError
 from hmhi_cli.flow import FlowEstimator, flow_targets, model_flow_images
 from hmhi_cli.flow import resolve_device as resolve_device_name
 from hmhi_cli.model import HMHINet
 from hmhi_cli.model.inputs import logits_to_probability, to_model_input
 from hmhi_cli.pipeline import run_ahead
-from hmhi_cli.video import read_image
+from hmhi_cli.video import read_image, write_png
 from hmhi_cli.weights import WeightsInfo, default_weights_path, load_weights
 
 
@@ -196,10 +194,3 @@ def _precomputed_flow(sequence, frame: Path, flow_root: Path) -> Path:
     raise InputError(f"no precomputed flow for {sequence.name}/{frame.name} under {flow_root}; "
                      "run 'hmhi flow precompute' first")
 
-
-def write_png(path: Path, grey: np.ndarray) -> None:
-    """Write a single-channel uint8 PNG atomically."""
-    ok, data = cv2.imencode(".png", grey)
-    if not ok:
-        raise OutputError(f"could not encode {path}")
-    write_bytes(path, data.tobytes())

@@ -25,7 +25,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hmhi_cli.atomic import write_bytes
 from hmhi_cli.data.layouts import Sequence, load_dataset
 from hmhi_cli.errors import InputError, OutputError
 from hmhi_cli.evaluation import (
@@ -36,6 +35,7 @@ from hmhi_cli.evaluation import (
     prediction_index,
     read_annotation,
 )
+from hmhi_cli.video import write_png
 
 OVERVIEW_NAME = "overview.png"
 SHEET_FOLDER = "worst-frames"
@@ -137,7 +137,7 @@ def write_report(
     for scored in result.sequences:
         chosen = worst_frames(scored, worst)
         path = out_dir / SHEET_FOLDER / f"{scored.name}.png"
-        _write_png(path, contact_sheet(scored, sequences[scored.name], pred_root, chosen))
+        write_png(path, contact_sheet(scored, sequences[scored.name], pred_root, chosen))
         sheets.append(
             SequenceSheet(
                 sequence=scored.name,
@@ -148,7 +148,7 @@ def write_report(
             )
         )
     overview = out_dir / OVERVIEW_NAME
-    _write_png(overview, overview_chart(result))
+    write_png(overview, overview_chart(result))
     for stale in set(previous) - {overview, *(sheet.path for sheet in sheets)}:
         stale.unlink(missing_ok=True)
     return Report(overview=overview, sheets=sheets)
@@ -293,12 +293,3 @@ def _legend_entry(
     _put_text(image, label, (x + SWATCH + 6, baseline), text_colour)
     return x + SWATCH + 6 + _text_width(label, TEXT_SCALE) + 20
 
-
-def _write_png(path: Path, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise OutputError(f"could not encode {path}")
-    try:
-        write_bytes(path, data.tobytes())
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -39,6 +39,7 @@ from hmhi_cli.video.writers import (
     RgbVideoWriter,
     StreamVideoWriter,
     check_writable,
+    write_png,
 )
 
 __all__ = [
@@ -71,4 +72,5 @@ __all__ = [
     "parse_color",
     "read_image",
     "upright",
+    "write_png",
 ]

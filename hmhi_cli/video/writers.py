@@ -468,6 +468,18 @@ class StreamVideoWriter(_VideoEncoder):
         self._encode(frame, pts, duration)
 
 
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write ``image`` (HxW grey, or BGR/BGRA as OpenCV orders colours) as a PNG, atomically;
+    failures become one-line :class:`OutputError`\\ s."""
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OutputError(f"cannot encode PNG for {path}")
+    try:
+        write_bytes(path, encoded.tobytes())
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+
+
 class PngSequenceWriter:
     """Numbered PNGs ``00000.png``, ``00001.png`` ... (DAVIS naming) in one folder, each written atomically.
 
@@ -505,12 +517,6 @@ class PngSequenceWriter:
             pixels = cv2.cvtColor(image, conversion)
         else:
             raise ValueError(f"PNG frames must be HxW, HxWx3 or HxWx4 uint8, got {image.shape} {image.dtype}")
-        ok, encoded = cv2.imencode(".png", pixels)
-        if not ok:
-            raise OutputError(f"cannot encode PNG for {self.path(index)}")
         target = self.path(index)
-        try:
-            write_bytes(target, encoded.tobytes())
-        except OSError as err:
-            raise OutputError(f"cannot write {target}: {err.strerror or err}") from err
+        write_png(target, pixels)
         return target

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from hmhi_cli import __version__
+from test_segment import one_line_error
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,13 +75,6 @@ def test_progress_lines_in_logs_when_stderr_is_not_a_terminal(tmp_path):
     assert counts == sorted(counts) and counts[-1] <= 24
     quiet = run("flow", "precompute", str(tmp_path), "--flow", "dis", "-q", code=code)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    stderr = result.stderr.strip()
-    assert result.returncode != 0, stderr
-    assert "Traceback" not in stderr and stderr.count("\n") == 0, stderr
-    return stderr
 
 
 class Pickled:

@@ -15,6 +15,7 @@ import torch
 
 from hmhi_cli.model import build_model
 from hmhi_cli.weights import save_weights
+from test_segment import one_line_error
 
 DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis16-dev"
 SEQUENCES = ("blackswan", "dog")
@@ -54,12 +55,6 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``folder`` (hidden ones too): its bytes and modification time."""
     return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
             for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    return result.stderr
 
 
 def test_eval_with_weights_computed_and_precomputed_flow_agree(tmp_path):

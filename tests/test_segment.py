@@ -182,9 +182,11 @@ def test_composite_on_a_background_colour(clip, tiny_weights, tmp_path):
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
-    stderr = result.stderr.decode().strip()
-    assert result.returncode != 0
-    assert "Traceback" not in stderr and stderr.count("\n") == 0, stderr
+    """The stderr of a run that failed with one line of message and no traceback (text or bytes runs)."""
+    stderr = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+    stderr = stderr.strip()
+    assert result.returncode != 0, stderr
+    assert stderr and "Traceback" not in stderr and stderr.count("\n") == 0, stderr
     return stderr
 
 

@@ -11,7 +11,7 @@ import av
 import numpy as np
 import pytest
 
-from test_segment import tiny_weights  # noqa: F401  (the shared tiny-weights fixture)
+from test_segment import one_line_error, tiny_weights  # noqa: F401  (tiny_weights: the shared fixture)
 
 FRAMES = 6
 WIDTH, HEIGHT = 128, 96
@@ -61,13 +61,6 @@ def segment(source: str, out: Path, weights: Path, stdin: bytes | None, temp_dir
 def leftovers(temp_dir: Path) -> list[str]:
     """What is left in the temporary folder, torch's own cache folder aside."""
     return [path.name for path in temp_dir.iterdir() if not path.name.startswith("torch")]
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    stderr = result.stderr.decode().strip()
-    assert result.returncode != 0, stderr
-    assert "Traceback" not in stderr and stderr.count("\n") == 0, stderr
-    return stderr
 
 
 def test_camera_mp4_with_its_index_last_works_on_stdin_and_leaves_no_temporary_file(clips, tiny_weights, tmp_path):

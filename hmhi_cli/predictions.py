@@ -82,16 +82,15 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> None:
         raise OutputError(f"cannot write {Path(folder) / MANIFEST_NAME}: {exc.strerror or exc}") from exc
 
 
-def resumable_sequences(folder: str | os.PathLike, settings: PredictionSettings, overwrite: bool = False) -> list[str]:
-    """Sequences already finished in ``folder`` with ``settings``.
+def resumable_sequences(folder: Path, manifest: Manifest | None, settings: PredictionSettings,
+                        overwrite: bool = False) -> list[str]:
+    """Sequences already finished in ``folder`` (whose manifest is ``manifest``) with ``settings``.
 
     A folder holding predictions of other settings, or files without a manifest, raises
     :class:`OutputError`, unless ``overwrite``: then it has none to resume.
     """
-    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"prediction folder is not a folder: {folder}")
-    manifest = read_manifest(folder)
     if manifest is None:
         if _visible_entries(folder) and not overwrite:
             raise OutputError(
@@ -147,8 +146,8 @@ def predict_dataset(
         precision=precision,
     )
     planned = load_dataset(root, sequences=sequences)
-    finished = resumable_sequences(folder, settings, overwrite)
     earlier = read_manifest(folder)
+    finished = resumable_sequences(folder, earlier, settings, overwrite)
     if earlier is None or earlier.settings != settings:
         _remove_sequences(folder, {sequence.name for sequence in planned} | set(earlier.finished if earlier else []))
     staging = folder / STAGING_NAME

@@ -16,7 +16,7 @@ from hmhi_cli.cli.common import Device, FlowBackend, Precision, err_console, pri
 from hmhi_cli.errors import InputError
 
 if TYPE_CHECKING:
-    from hmhi_cli.segment import SegmentationEngine
+    from hmhi_cli.segment import OnFrame, OnStart, SegmentationEngine, SegmentResult
 
 Warn = Callable[[str], None]
 
@@ -118,11 +118,16 @@ def _end_on_closed_stdout() -> None:
     raise typer.Exit(128 + signal.SIGPIPE)
 
 
-def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bool, quiet: bool, on_warning: Warn) -> None:
+def _with_progress(quiet: bool, segment: Callable[[OnStart, OnFrame], SegmentResult]) -> SegmentResult:
+    """Run ``segment(on_start, on_frame)`` under a progress bar of its frames."""
     with progress(quiet) as bar:
         task = bar.add_task("segmenting", total=None)
-        result = engine.segment(source, out, on_start=lambda frame_count, _duration: bar.update(task, total=frame_count),
-                                on_frame=lambda done: bar.update(task, completed=done), on_warning=on_warning)
+        return segment(lambda frame_count, _duration: bar.update(task, total=frame_count),
+                       lambda done: bar.update(task, completed=done))
+
+
+def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bool, quiet: bool, on_warning: Warn) -> None:
+    result = _with_progress(quiet, lambda on_start, on_frame: engine.segment(source, out, on_start, on_frame, on_warning))
     if as_json:
         print_json(result.to_dict())
     elif not quiet:
@@ -130,10 +135,8 @@ def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bo
 
 
 def _segment_to_stdout(source: str, engine: SegmentationEngine, quiet: bool, on_warning: Warn) -> None:
-    with progress(quiet) as bar:
-        task = bar.add_task("segmenting", total=None)
-        result = engine.stream(source, sys.stdout.buffer, on_start=lambda frame_count, _duration: bar.update(task, total=frame_count),
-                               on_frame=lambda done: bar.update(task, completed=done), on_warning=on_warning)
+    result = _with_progress(quiet, lambda on_start, on_frame: engine.stream(source, sys.stdout.buffer, "stdout", on_start,
+                                                                            on_frame, on_warning))
     if not quiet:
         err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> stdout", highlight=False)
 

@@ -128,22 +128,23 @@ def compare_defaults(baseline: Path, candidate: Path, frames: int, rounds: int, 
     with tempfile.TemporaryDirectory(prefix="hmhi-bench-") as tmp:
         tmp = Path(tmp)
         clip = make_clip(tmp / "clip.mp4", frames)
-        walls: dict[Path, list[float]] = {baseline: [], candidate: []}
+        runs = {"baseline": (baseline, baseline_tree), "candidate": (candidate, None)}
+        walls: dict[str, list[float]] = {role: [] for role in runs}
         for round_index in range(rounds):
-            for role, weights in (("baseline", baseline), ("candidate", candidate)):
-                code = baseline_tree if role == "baseline" else None
-                walls[weights].append(run_defaults(clip, tmp / f"out-{round_index}-{role}", weights, code))
+            for role, (weights, code) in runs.items():
+                walls[role].append(run_defaults(clip, tmp / f"out-{round_index}-{role}", weights, code))
         print(f"hmhi segment with all defaults, {frames} frames 854x480 H.264 in, masks + mask.mp4 out, "
               f"start-up included, median of {rounds} alternating rounds")
         medians = {}
-        for weights, times in walls.items():
+        for role, (weights, code) in runs.items():
             info = describe(weights)
-            medians[weights] = sorted(times)[len(times) // 2]
+            times = walls[role]
+            medians[role] = sorted(times)[len(times) // 2]
             flow = f"DIS at {info.flow_max_side} px" if info.flow_max_side else "DIS at full size"
-            code = f", code of {baseline_tree}" if baseline_tree and weights == baseline else ""
-            print(f"  {weights}: {info.encoder} S={info.input_size}, {flow}{code}: {medians[weights]:.2f} s "
-                  f"({frames / medians[weights]:.2f} fps; runs {', '.join(f'{t:.2f}' for t in times)})")
-        print(f"speed-up candidate/baseline: {medians[baseline] / medians[candidate]:.2f}x")
+            tree = f", code of {code}" if code else ""
+            print(f"  {role} {weights}: {info.encoder} S={info.input_size}, {flow}{tree}: {medians[role]:.2f} s "
+                  f"({frames / medians[role]:.2f} fps; runs {', '.join(f'{t:.2f}' for t in times)})")
+        print(f"speed-up candidate/baseline: {medians['baseline'] / medians['candidate']:.2f}x")
 
 
 def random_weights(folder: Path, encoder: str, size: int) -> Path:

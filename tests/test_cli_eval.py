@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -37,24 +38,32 @@ def truth(seq: str, stem: str) -> np.ndarray:
     return cv2.imread(str(DAVIS_DEV / "Annotations/480p" / seq / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 0
 
 
+def write_predictions(folder: Path, sequences: tuple[str, ...],
+                      image_for: Callable[[str, str, np.ndarray], np.ndarray | None]) -> Path:
+    """Write ``image_for(sequence, stem, mask)`` as the prediction of every annotated frame of
+    ``sequences`` (``mask``: the ground truth as 0/255; None leaves the frame without one)."""
+    for seq in sequences:
+        (folder / seq).mkdir()
+        for path in sorted((DAVIS_DEV / "Annotations/480p" / seq).glob("*.png")):
+            image = image_for(seq, path.stem, np.where(truth(seq, path.stem), 255, 0).astype(np.uint8))
+            if image is not None:
+                cv2.imwrite(str(folder / seq / path.name), image)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def predictions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """blackswan: eroded masks; drift-straight: eroded, one frame missing; kite-surf: half-size soft maps."""
-    pred = tmp_path_factory.mktemp("pred")
     kernel = np.ones((7, 7), dtype=np.uint8)
-    for seq in SEQUENCES:
-        (pred / seq).mkdir()
-        for path in sorted((DAVIS_DEV / "Annotations/480p" / seq).glob("*.png")):
-            mask = np.where(truth(seq, path.stem), 255, 0).astype(np.uint8)
-            if seq == "kite-surf":
-                soft = cv2.GaussianBlur(mask, (0, 0), 4)
-                image = cv2.resize(soft, (427, 240), interpolation=cv2.INTER_AREA)
-            elif seq == "drift-straight" and path.stem == MISSING_FRAME:
-                continue
-            else:
-                image = cv2.erode(mask, kernel)
-            cv2.imwrite(str(pred / seq / path.name), image)
-    return pred
+
+    def image_for(seq: str, stem: str, mask: np.ndarray) -> np.ndarray | None:
+        if seq == "kite-surf":
+            return cv2.resize(cv2.GaussianBlur(mask, (0, 0), 4), (427, 240), interpolation=cv2.INTER_AREA)
+        if seq == "drift-straight" and stem == MISSING_FRAME:
+            return None
+        return cv2.erode(mask, kernel)
+
+    return write_predictions(tmp_path_factory.mktemp("pred"), SEQUENCES, image_for)
 
 
 def predicted(pred: Path, seq: str, stem: str) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_cli_eval import DAVIS_DEV, expected_scores, predicted, run_hmhi, truth
+from test_cli_eval import DAVIS_DEV, expected_scores, predicted, run_hmhi, truth, write_predictions
 
 from hmhi_cli.evaluation import evaluate
 from hmhi_cli.report import (
@@ -40,18 +40,16 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def predictions(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pred = tmp_path_factory.mktemp("pred")
+    """Eroded masks; blackswan's shifted sideways on the SHIFTS frames; dog's MISSING_FRAME missing."""
     kernel = np.ones((5, 5), dtype=np.uint8)
-    for seq in SEQUENCES:
-        (pred / seq).mkdir()
-        for path in sorted((DAVIS_DEV / "Annotations/480p" / seq).glob("*.png")):
-            if seq == "dog" and path.stem == MISSING_FRAME:
-                continue
-            mask = cv2.erode(np.where(truth(seq, path.stem), 255, 0).astype(np.uint8), kernel)
-            if seq == "blackswan":
-                mask = np.roll(mask, SHIFTS.get(path.stem, 0), axis=1)
-            cv2.imwrite(str(pred / seq / path.name), mask)
-    return pred
+
+    def image_for(seq: str, stem: str, mask: np.ndarray) -> np.ndarray | None:
+        if seq == "dog" and stem == MISSING_FRAME:
+            return None
+        eroded = cv2.erode(mask, kernel)
+        return np.roll(eroded, SHIFTS.get(stem, 0), axis=1) if seq == "blackswan" else eroded
+
+    return write_predictions(tmp_path_factory.mktemp("pred"), SEQUENCES, image_for)
 
 
 def colour_pixels(image: np.ndarray, bgr: tuple[int, int, int]) -> int:

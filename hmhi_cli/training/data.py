@@ -1,5 +1,6 @@
-"""Training clips: T-frame windows from real sequences and synthetic clips, with flow
-computed the way inference computes it (frame t to t+1) and the paper's augmentations."""
+"""Training clips: T-frame windows from real sequences, clips made from labelled photos, and
+synthetic clips, with flow computed the way inference computes it (frame t to t+1) on the
+frames as the network sees them (after any random view), and the paper's augmentations."""
 
 from __future__ import annotations
 
@@ -11,17 +12,21 @@ import numpy as np
 import torch
 
 from hmhi_cli.data.layouts import Sequence, load_dataset
+from hmhi_cli.data.photos import Photo, is_photo_set, load_photo_set, mask_is_usable, read_mask
 from hmhi_cli.data.synthetic import SyntheticClipConfig, make_clip
 from hmhi_cli.errors import InputError
 from hmhi_cli.evaluation import read_annotation
 from hmhi_cli.flow import DisFlowEstimator, FlowEstimator
 from hmhi_cli.model.inputs import to_model_input
+from hmhi_cli.training.photo_clips import PhotoClipConfig, make_photo_clip
+from hmhi_cli.training.views import ViewConfig, apply_view, random_view
 from hmhi_cli.video import read_image
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset root with a repeat factor (how often its clips are drawn relative to others)."""
+    """A dataset root (video sequences, or a photo set: ``images/`` + ``masks/``) with a repeat
+    factor: clips are drawn in proportion to repeat x annotated frames (or photos)."""
 
     root: Path
     repeat: float = 1.0
@@ -78,6 +83,8 @@ class ClipSampler:
 
     The defaults are :class:`~hmhi_cli.training.trainer.TrainConfig`'s: real clips only, and DIS
     flow at the frame's full size (``flow_max_side=None``), as inference computes it by default.
+    Photo sets among ``datasets`` become moving clips (:mod:`~hmhi_cli.training.photo_clips`)
+    over other photos and video frames; photos whose mask fails :func:`mask_is_usable` are left out.
     """
 
     datasets: list[DatasetSpec]
@@ -90,23 +97,35 @@ class ClipSampler:
     seed: int = 0
     flow_max_side: int | None = None
     texture_images: tuple[Path, ...] = ()
+    view_probability: float = 0.0
 
     def __post_init__(self) -> None:
         self.sequences: list[Sequence] = []
+        self.photo_sets: list[list[Photo]] = []
         weights: list[float] = []
+        photo_weights: list[float] = []
         for spec in self.datasets:
+            if spec.sequences is None and is_photo_set(spec.root):
+                photos = [photo for photo in load_photo_set(spec.root) if mask_is_usable(read_mask(photo.mask))]
+                if photos:
+                    self.photo_sets.append(photos)
+                    photo_weights.append(spec.repeat * len(photos))
+                continue
             loaded = load_dataset(spec.root, layout=spec.layout, sequences=list(spec.sequences) if spec.sequences else None)
             for sequence in loaded:
                 if len(sequence.frames) < 2 or not sequence.annotations:
                     continue
                 self.sequences.append(sequence)
                 weights.append(spec.repeat * len(sequence.annotations))
-        if not self.sequences and self.synthetic_fraction < 1.0:
-            raise InputError("no training sequences found and synthetic clips are switched off")
-        self.sequence_weights = np.asarray(weights, np.float64) / max(sum(weights), 1e-9)
+        if not self.sequences and not self.photo_sets and self.synthetic_fraction < 1.0:
+            raise InputError("no training sequences or photos found and synthetic clips are switched off")
+        total = max(sum(weights) + sum(photo_weights), 1e-9)
+        self.source_weights = np.asarray(weights + photo_weights, np.float64) / total
         self.estimator: FlowEstimator = DisFlowEstimator(preset="medium", max_side=self.flow_max_side)
         self.synthetic_config = SyntheticClipConfig(size=(self.size, self.size), num_frames=self.clip_length + 1,
                                                      texture_images=self.texture_images)
+        self.view_config = ViewConfig(probability=self.view_probability)
+        self.photo_config = PhotoClipConfig()
 
     def batch(self, step: int, batch_size: int, rank: int = 0) -> ClipBatch:
         rng = np.random.default_rng([self.seed, rank, step])
@@ -115,10 +134,16 @@ class ClipSampler:
         return ClipBatch(images, flows, masks)
 
     def _clip(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self.sequences or rng.random() < self.synthetic_fraction:
+        if not self.source_weights.size or rng.random() < self.synthetic_fraction:
             frames, masks, neighbours = self._synthetic(rng)
         else:
-            frames, masks, neighbours = self._real(rng)
+            source = int(rng.choice(self.source_weights.size, p=self.source_weights))
+            if source < len(self.sequences):
+                frames, masks, neighbours = self._real(self.sequences[source], rng)
+            else:
+                frames, masks, neighbours = self._photo(self.photo_sets[source - len(self.sequences)], rng)
+            view = random_view(self.view_config, *frames[0].shape[:2], masks[0], rng)
+            frames, neighbours, masks = apply_view(view, frames, neighbours, masks)
         if rng.random() < self.flip_probability:
             frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
             neighbours = [np.ascontiguousarray(f[:, ::-1]) for f in neighbours]
@@ -141,9 +166,8 @@ class ClipSampler:
         neighbours = [clip.frames[t + 1] for t in range(count)]
         return frames, [clip.masks[t] for t in range(count)], neighbours
 
-    def _real(self, rng: np.random.Generator):
+    def _real(self, sequence: Sequence, rng: np.random.Generator):
         """A clip of annotated frames in order, drawn within a window of ``window`` of them."""
-        sequence = self.sequences[rng.choice(len(self.sequences), p=self.sequence_weights)]
         annotated = [i for i, frame in enumerate(sequence.frames) if frame.stem in sequence.annotations]
         window = min(self.window, len(annotated))
         start = int(rng.integers(0, len(annotated) - window + 1))
@@ -158,3 +182,20 @@ class ClipSampler:
             neighbours.append(read_image(sequence.frames[index + 1 if index + 1 < total else index - 1]))
             masks.append(_read_mask(sequence.annotations[sequence.frames[index].stem], *frame.shape[:2]))
         return frames, masks, neighbours
+
+    def _photo(self, photos: list[Photo], rng: np.random.Generator):
+        """A clip made from one photo of the set, over another photo or a sequence's frame."""
+        photo = photos[int(rng.integers(len(photos)))]
+        image = read_image(photo.image)
+        mask = read_mask(photo.mask, *image.shape[:2])
+        background = self._background(rng)
+        frames, masks = make_photo_clip(image, mask, background, self.clip_length + 1, self.photo_config, rng)
+        return frames[:-1], masks[:-1], frames[1:]
+
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        """A frame of a training sequence (half the time, when there are any) or any photo."""
+        if self.sequences and (rng.random() < 0.5 or not self.photo_sets):
+            sequence = self.sequences[int(rng.integers(len(self.sequences)))]
+            return read_image(sequence.frames[int(rng.integers(len(sequence.frames)))])
+        photos = self.photo_sets[int(rng.integers(len(self.photo_sets)))]
+        return read_image(photos[int(rng.integers(len(photos)))].image)

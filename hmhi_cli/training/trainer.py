@@ -60,6 +60,7 @@ class TrainConfig:
     imagenet_encoder: Path | None = None
     imagenet_from_wheel: bool = True
     flow_max_side: int | None = None
+    view_probability: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
 
     def to_json(self) -> str:
@@ -121,7 +122,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.sampler = ClipSampler(config.datasets, config.size, config.clip_length, config.window,
                                    config.synthetic_fraction, seed=config.seed,
-                                   flow_max_side=config.flow_max_side)
+                                   flow_max_side=config.flow_max_side, view_probability=config.view_probability)
         self.model = self.net
         if self.world > 1:
             self.model = torch.nn.parallel.DistributedDataParallel(
@@ -172,7 +173,8 @@ class Trainer:
         provenance = {"trained_steps": self.step, "encoder": self.config.encoder, "size": self.config.size,
                       "flow": "dis", "flow_max_side": self.config.flow_max_side,
                       "datasets": [str(d.root) for d in self.config.datasets],
-                      "synthetic_fraction": self.config.synthetic_fraction}
+                      "synthetic_fraction": self.config.synthetic_fraction,
+                      "view_probability": self.config.view_probability}
         save_weights(self.net, weights_path, input_size=self.config.size, memory_limit=self.config.memory_limit,
                      provenance=provenance, flow_max_side=self.config.flow_max_side)
         with atomic_path(self.checkpoint_dir / f"{stem}.optim.pt") as tmp:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 import typer
+from rich.markup import escape
 
 from hmhi_cli import __version__
 from hmhi_cli.cli.common import HelpWhenBare, err_console, show_flags_plainly
@@ -49,9 +50,9 @@ def _options(
 
 
 def _register_commands() -> None:
-    from hmhi_cli.cli import eval, flow, info, segment, train, weights
+    from hmhi_cli.cli import eval, flow, info, label, segment, train, weights
 
-    for module in (segment, eval, flow, train, weights, info):
+    for module in (segment, eval, flow, train, label, weights, info):
         module.register(app)
 
 
@@ -90,7 +91,7 @@ def main() -> None:
             # Non-standalone mode returns the exit code of typer.Exit, and of Ctrl-C, SIGTERM and SIGHUP (130).
             exit_code = app(standalone_mode=False)
         except HmhiError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             err_console.print("[yellow]aborted[/]")

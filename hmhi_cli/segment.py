@@ -397,7 +397,7 @@ class SegmentationEngine:
                                                                    self.background)
 
                 count, startup, times = self._run(source, open_outputs, started, on_start, on_frame)
-                audio = self._keep_audio(source, staged)
+                audio = self._keep_audio(source, staged, on_warning)
                 folder.commit(paths.values(), options.overwrite)
         return self._result(source, count, {kind: str(path) for kind, path in paths.items()}, started, startup,
                             times, audio)
@@ -459,15 +459,16 @@ class SegmentationEngine:
                 raise InputError(f"{source.label}: no frames decoded")
         return segmenter.times.frames, startup, segmenter.times
 
-    def _keep_audio(self, source: FrameSource, staged: dict[str, Path]) -> str | None:
-        """Put the source's sound into the staged overlay and composite videos; say what was done."""
+    def _keep_audio(self, source: FrameSource, staged: dict[str, Path], on_warning: OnMessage | None) -> str | None:
+        """Put the source's sound into the staged overlay and composite videos; say what was done
+        (None: nothing, or a sound that cannot be kept was left out, said through ``on_warning``)."""
         if not (self.options.audio and source.audio_codec and source.rewindable):
             return None
         done = None
         for kind in ("overlay", "composite"):
             if kind in staged:
                 with source.reopen() as audio_input:
-                    done = add_audio(staged[kind], audio_input, source.label)
+                    done = add_audio(staged[kind], audio_input, source.label, on_warning)
         return done
 
     def _result(self, source: FrameSource, count: int, outputs: dict[str, str], started: float, startup: float,

@@ -4,9 +4,11 @@ as long as the video; ``--no-audio`` leaves it out."""
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from test_segment import DAVIS, make_clip, run, tiny_weights  # noqa: F401
@@ -72,3 +74,58 @@ def test_pcm_is_reencoded_to_aac_in_sync_and_a_silent_source_stays_silent(tiny_w
     mute = make_clip(tmp_path / "mute.mp4", frames=FRAMES)
     summary = segment(mute, tmp_path / "mute", tiny_weights, "--save", "overlay")
     assert summary["audio"] is None and stream_span(tmp_path / "mute" / "overlay.mp4", "audio") is None
+
+
+MOV_LAYOUT_TAGS = {7: (125 << 16) | 7, 8: (128 << 16) | 8}
+"""QuickTime layout tags MPEG_6_1_A and AAC_7_1, which FFmpeg reads as the custom-order layouts of
+:data:`CUSTOM_ORDERS`: side channels before back ones."""
+CUSTOM_ORDERS = {7: ["FL", "FR", "FC", "LFE", "SL", "SR", "BC"], 8: ["FL", "FR", "FC", "LFE", "SL", "SR", "BL", "BR"]}
+NATIVE_ORDERS = {7: ["FL", "FR", "FC", "LFE", "BC", "SL", "SR"], 8: ["FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"]}
+
+
+def custom_layout_clip(path: Path, channels: int, loud: str) -> Path:
+    """A .mov clip with PCM sound whose QuickTime layout tag gives a custom channel order, a tone
+    in the channel named ``loud`` and silence in the others."""
+    make_clip(path, frames=FRAMES)
+    with av.open(str(path)) as source:
+        pictures = [frame.to_ndarray(format="rgb24") for frame in source.decode(video=0)]
+    native = {7: "6.1", 8: "7.1"}[channels]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=25, options={"bf": "0"})
+        video.width, video.height, video.pix_fmt = pictures[0].shape[1], pictures[0].shape[0], "yuv420p"
+        sound = container.add_stream("pcm_s16le", rate=48000, layout=native)
+        for index, picture in enumerate(pictures):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = FRAMES * 48000 // 25
+        planes = np.zeros((channels, samples), np.int16)
+        planes[CUSTOM_ORDERS[channels].index(loud)] = 8000 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)
+        frame = av.AudioFrame.from_ndarray(planes.T.reshape(1, -1), format="s16", layout=native)
+        frame.sample_rate, frame.pts = 48000, 0
+        container.mux(sound.encode(frame))
+        container.mux(sound.encode(None))
+    data = bytearray(path.read_bytes())
+    chan = data.index(b"chan")  # version and flags, then layout tag and bitmap
+    data[chan + 8 : chan + 16] = struct.pack(">II", MOV_LAYOUT_TAGS[channels], 0)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("channels,loud", [(7, "BC"), (8, "SL")])
+def test_sound_in_a_custom_channel_order_is_kept_each_channel_in_its_place(tiny_weights, tmp_path, channels, loud):
+    clip = custom_layout_clip(tmp_path / f"surround{channels}.mov", channels, loud)
+    out = tmp_path / "out"
+    summary = segment(clip, out, tiny_weights, "--save", "overlay")
+    assert summary["audio"] == "pcm_s16le re-encoded to aac"
+    with av.open(str(out / "overlay.mp4")) as container:
+        sound = container.streams.audio[0]
+        assert sound.codec_context.channels == channels
+        # packed samples: PyAV reads the planes of planar audio with 8 channels out of bounds
+        packed = av.AudioResampler(format="flt", layout=sound.codec_context.layout.name)
+        decoded = np.concatenate([part.to_ndarray().reshape(-1, channels) for frame in container.decode(sound)
+                                  for part in packed.resample(frame)])
+    loudness = np.sqrt((decoded.astype(np.float64) ** 2).mean(axis=0))
+    assert int(np.argmax(loudness)) == NATIVE_ORDERS[channels].index(loud), loudness
+    assert np.sort(loudness)[-2] < 0.05 * loudness.max(), loudness

@@ -445,11 +445,11 @@ def model_flow_images(frames: Iterable[np.ndarray], estimator: FlowEstimator,
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"i/n"`` (0-based ``i``) into ``(i, n)``."""
-    parts = text.split("/")
-    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+    """Parse ``"i/n"`` (0-based ``i``, ASCII digits) into ``(i, n)``."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text)
+    if match is None:
         raise InputError(f"bad shard '{text}': expected i/n with 0 <= i < n, e.g. 0/4")
-    index, count = int(parts[0]), int(parts[1])
+    index, count = int(match[1]), int(match[2])
     _check_shard(index, count)
     return index, count
 

@@ -19,19 +19,16 @@ import typer
 from rich.markup import escape
 
 from hmhi_cli import __version__
-from hmhi_cli.cli.common import HelpWhenBare, err_console, show_flags_plainly
+from hmhi_cli.cli.common import command_group, err_console
 from hmhi_cli.errors import HmhiError
 from hmhi_cli.runtime import keep_freed_memory
 
-app = typer.Typer(
+app = command_group(
+    "Find and cut out the main moving object of any video (HMHI-Net, no clicks, no first-frame mask).",
     name="hmhi",
-    help="Find and cut out the main moving object of any video (HMHI-Net, no clicks, no first-frame mask).",
-    cls=HelpWhenBare,
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-show_flags_plainly()
 
 
 def _print_version(requested: bool) -> None:
@@ -97,7 +94,7 @@ def main() -> None:
             err_console.print("[yellow]aborted[/]")
             sys.exit(INTERRUPTED)
         except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing argument
-            exc.show()
+            err_console.print(_usage_error_line(exc), markup=False, highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
     if exit_code == INTERRUPTED and stops:
         err_console.print(f"[yellow]interrupted ({signal.Signals(stops[0]).name})[/]", highlight=False)
@@ -106,6 +103,13 @@ def main() -> None:
         err_console.print("[yellow]interrupted[/]")
     if isinstance(exit_code, int) and exit_code:
         sys.exit(exit_code)
+
+
+def _usage_error_line(error: typer.exceptions.TyperException) -> str:
+    """``error: MESSAGE (see hmhi segment --help)``: one line, where Click prints the usage, a hint and the message."""
+    context = getattr(error, "ctx", None)
+    hint = f" (see {context.command_path} --help)" if context is not None else ""
+    return f"error: {' '.join(error.format_message().split())}{hint}"
 
 
 def run() -> NoReturn:

@@ -20,7 +20,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperGroup
+
+from hmhi_cli.errors import OutputError
 
 PLAIN_PROGRESS_INTERVAL_S = 10.0
 
@@ -48,8 +50,10 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-err_console = Console(stderr=True)
-out_console = Console()
+err_console = Console(stderr=True, emoji=False)
+out_console = Console(emoji=False)
+"""Markup is ours only: every user-supplied string printed through these consoles is escaped
+(:func:`rich.markup.escape`) or printed with ``markup=False``; emoji codes (``:repeat:``) are never replaced."""
 
 
 def progress(quiet: bool = False) -> Progress:
@@ -58,7 +62,7 @@ def progress(quiet: bool = False) -> Progress:
     if not quiet and not err_console.is_terminal:
         return _LogProgress()
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # descriptions name inputs
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -116,18 +120,20 @@ class HelpWhenBare(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-def show_flags_plainly() -> None:
-    """Make ``--help`` show on/off flags bare: Typer 0.29 gives them a type (``--quiet <bool>``)
-    as if they took a value."""
-    value_type = TyperOption.display_type_rich
+def command_group(help: str, **settings: Any) -> typer.Typer:
+    """A Typer command group whose help prints every text exactly as written: click's plain help,
+    without Rich markup or emoji codes (``[train]`` and ``ROOT:REPEAT:`` would not survive them)."""
+    return typer.Typer(help=help, cls=HelpWhenBare, no_args_is_help=True, rich_markup_mode=None, **settings)
 
-    def display_type_rich(option: TyperOption, ctx: typer.Context) -> str | None:
-        return None if option.is_flag else value_type(option, ctx)
 
-    TyperOption.display_type_rich = display_type_rich
+def check_stdout_open(purpose: str) -> None:
+    """Raise :class:`OutputError` when stdout is closed (``>&-``), before any work is done for ``purpose``."""
+    if sys.stdout is None:
+        raise OutputError(f"stdout is closed (>&-), so {purpose} has nowhere to go: redirect it to a file instead")
 
 
 def print_json(data: Any) -> None:
     """Write ``data`` as one JSON document on stdout, for scripts."""
+    check_stdout_open("the JSON")
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from hmhi_cli.cli.common import Device, FlowBackend, Precision, err_console, print_json, progress
+from hmhi_cli.cli.common import Device, FlowBackend, Precision, check_stdout_open, err_console, print_json, progress
 from hmhi_cli.errors import InputError
 
 if TYPE_CHECKING:
@@ -34,8 +35,8 @@ class MetricSet(str, Enum):
 
 
 def _stdout_console() -> Console:
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
+    console = Console(highlight=False, emoji=False)
+    return console if console.is_terminal else Console(highlight=False, emoji=False, width=PIPE_WIDTH)
 
 
 def _number(value: float | None) -> str:
@@ -71,7 +72,7 @@ def _table(result: EvaluationResult, quiet: bool) -> Table:
 
     if not quiet:
         for sequence in result.sequences:
-            table.add_row(sequence.name, *cells(sequence, len(sequence.frames), len(sequence.missing)))
+            table.add_row(escape(sequence.name), *cells(sequence, len(sequence.frames), len(sequence.missing)))
         table.add_section()
     frames = sum(len(sequence.frames) for sequence in result.sequences)
     table.add_row("mean", *cells(result, frames, len(result.missing)), style="bold")
@@ -83,7 +84,7 @@ def _warn_missing(missing: list[str]) -> None:
     more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
     noun = "prediction" if len(missing) == 1 else "predictions"
     err_console.print(
-        f"[yellow]warning:[/] {len(missing)} {noun} missing, scored as empty masks: {shown}{more}",
+        f"[yellow]warning:[/] {len(missing)} {noun} missing, scored as empty masks: {escape(shown)}{more}",
         highlight=False,
         soft_wrap=True,
     )
@@ -136,6 +137,8 @@ def eval_command(
     names = None
     if sequences is not None:
         names = [name.strip() for name in sequences.split(",") if name.strip()]
+    if json_path is not None and str(json_path) == "-":
+        check_stdout_open("the JSON")
     if pred is None and weights is None:
         raise InputError("pass --pred PRED (predictions to score) or --weights W (segment the dataset first)")
     if report is not None:
@@ -150,7 +153,7 @@ def eval_command(
             written = write_report(result, root, pred, report, overwrite=overwrite)
             if not quiet:
                 err_console.print(f"report written to {report}: {written.overview.name} and "
-                                  f"{len(written.sheets)} contact sheets", highlight=False, soft_wrap=True)
+                                  f"{len(written.sheets)} contact sheets", markup=False, highlight=False, soft_wrap=True)
     if csv_path is not None:
         result.write_csv(csv_path)
     if json_path is not None and str(json_path) == "-":
@@ -172,7 +175,7 @@ def _predict(root: Path, pred: Path, names: list[str] | None, weights: Path, siz
 
     def inform(message: str) -> None:
         if not quiet:
-            err_console.print(message, highlight=False, soft_wrap=True)
+            err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     with progress(quiet) as bars:
         task = bars.add_task("segmenting", total=None)

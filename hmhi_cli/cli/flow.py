@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from hmhi_cli.cli.common import Device, FlowBackend, HelpWhenBare, err_console, progress
+from hmhi_cli.cli.common import Device, FlowBackend, command_group, err_console, progress
 
 
 class ImageFormat(str, Enum):
@@ -44,7 +44,7 @@ def precompute(
             cached = flowlib.raft_cache_path("raft-large")
             note = f" (no RAFT-large weights at {cached}; --raft-weights FILE enables RAFT)"
         message = f"flow backend: {estimator.name} on {estimator.device}{note}"
-        err_console.print(message, highlight=False, soft_wrap=True)
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
     out_root = root if out is None else out
 
     with progress(quiet) as bars:
@@ -77,6 +77,6 @@ def precompute(
 
 def register(app: typer.Typer) -> None:
     """Add the ``flow`` command group to ``app``."""
-    flow_app = typer.Typer(help="Optical flow as HMHI-Net expects it.", cls=HelpWhenBare, no_args_is_help=True)
+    flow_app = command_group("Optical flow as HMHI-Net expects it.")
     flow_app.command("precompute")(precompute)
     app.add_typer(flow_app, name="flow")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from hmhi_cli import __version__
@@ -57,7 +58,8 @@ def register(app: typer.Typer) -> None:
             return
         table = Table(show_header=False, box=None)
         for key, value in report.items():
+            shown = escape(str(value))
             if key == "default_weights" and value is None:
-                value = "[yellow]none: no trained weights are present (pass --weights FILE)[/]"
-            table.add_row(f"[bold]{key}", str(value))
+                shown = "[yellow]none: no trained weights are present (pass --weights FILE)[/]"
+            table.add_row(f"[bold]{key}", shown)
         out_console.print(table)

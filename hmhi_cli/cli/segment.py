@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
-from hmhi_cli.cli.common import Device, FlowBackend, Precision, err_console, print_json, progress
+from hmhi_cli.cli.common import Device, FlowBackend, Precision, check_stdout_open, err_console, print_json, progress
 from hmhi_cli.errors import InputError
 
 if TYPE_CHECKING:
@@ -72,14 +73,16 @@ def register(app: typer.Typer) -> None:
             overwrite=overwrite, fps=fps, audio=not no_audio,
         )
         shard_index, shard_count = parse_shard(shard)
+        if streaming or as_json:
+            check_stdout_open("the video" if streaming else "the JSON")
 
         def on_info(message: str) -> None:
             if not quiet:
-                err_console.print(message, highlight=False, soft_wrap=True)
+                err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
         def on_warning(message: str) -> None:
             if not quiet:
-                err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+                err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
         batch = is_batch(sources)
         engine = SegmentationEngine(options, on_info)
@@ -131,7 +134,7 @@ def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bo
     if as_json:
         print_json(result.to_dict())
     elif not quiet:
-        err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> {out}", highlight=False)
+        err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> {out}", markup=False, highlight=False)
 
 
 def _segment_to_stdout(source: str, engine: SegmentationEngine, quiet: bool, on_warning: Warn) -> None:
@@ -169,19 +172,22 @@ def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, sh
             name = outcome.video.name
             if outcome.status == "failed":
                 failed.append(name)
-                err_console.print(f"[bold red]failed[/] {name}: {outcome.error}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]failed[/] {escape(f'{name}: {outcome.error}')}", highlight=False,
+                                  soft_wrap=True)
             elif not quiet and outcome.status == "skipped":
-                err_console.print(f"skipped {name}: its outputs are all in {outcome.output}", highlight=False, soft_wrap=True)
+                err_console.print(f"skipped {name}: its outputs are all in {outcome.output}", markup=False,
+                                  highlight=False, soft_wrap=True)
             elif not quiet:
                 result = outcome.result
                 err_console.print(f"done {name}: {result.frames} frames in {result.seconds:.1f} s -> {outcome.output}",
-                                  highlight=False, soft_wrap=True)
+                                  markup=False, highlight=False, soft_wrap=True)
             if as_json:
                 sys.stdout.write(json.dumps(outcome.to_dict()) + "\n")
                 sys.stdout.flush()
         bar.update(frames, visible=False)
     if failed or not quiet:
         summary = f"{len(videos)} videos (shard {shard}): {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
-        err_console.print(summary + (f": {', '.join(failed)}" if failed else ""), highlight=False, soft_wrap=True)
+        err_console.print(summary + (f": {', '.join(failed)}" if failed else ""), markup=False, highlight=False,
+                          soft_wrap=True)
     if failed:
         raise typer.Exit(BATCH_FAILED)

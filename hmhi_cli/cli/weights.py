@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from hmhi_cli.cli.common import HelpWhenBare, err_console, out_console, print_json
+from hmhi_cli.cli.common import command_group, err_console, out_console, print_json
 from hmhi_cli.errors import OutputError
 
-group = typer.Typer(help="Inspect and convert model weights.", cls=HelpWhenBare, no_args_is_help=True)
+group = command_group("Inspect and convert model weights.")
 
 
 @group.command("convert")
@@ -30,7 +31,8 @@ def convert_command(
         raise OutputError(f"{target}: already exists (use --overwrite to replace it)")
     info = weights_lib.convert(source, target, input_size=size, memory_limit=memory_limit, flow_max_side=flow_max_side)
     flow_note = f", DIS flow at {info.flow_max_side} px" if info.flow_max_side else ""
-    err_console.print(f"wrote {target} ({info.encoder}, input {info.input_size}, memory limit {info.memory_limit}{flow_note})")
+    err_console.print(f"wrote {target} ({info.encoder}, input {info.input_size}, memory limit {info.memory_limit}{flow_note})",
+                      markup=False, highlight=False)
 
 
 @group.command("info")
@@ -54,7 +56,7 @@ def info_command(
         return
     table = Table(show_header=False, box=None)
     for key, value in details.items():
-        table.add_row(f"[bold]{key}", str(value))
+        table.add_row(f"[bold]{key}", escape(str(value)))
     out_console.print(table)
 
 

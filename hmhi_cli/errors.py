@@ -17,3 +17,10 @@ class OutputError(HmhiError):
 
 class WeightsError(HmhiError):
     """A weights file is missing, truncated, or does not match the model."""
+
+
+class WriteError(OutputError):
+    """Writing failed: a full disk, no permission, a read-only file system, or an output folder
+    another run holds. A failure of the run, not of the values given: exit code 1."""
+
+    exit_code = 1

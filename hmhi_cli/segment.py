@@ -60,12 +60,11 @@ from hmhi_cli.video import (
     parse_background,
     read_image,
 )
-from hmhi_cli.weights import WeightsInfo
+from hmhi_cli.weights import MAX_INPUT_SIZE, WeightsInfo
 
 OUTPUT_KINDS = ("masks", "probs", "mask-video", "alpha", "overlay")
 DEFAULT_OUTPUTS = ("masks", "mask-video")
-MAX_SIZE = 2048
-"""Largest model input accepted: memory grows with its square (S=4096 takes over 12 GB)."""
+MAX_SIZE = MAX_INPUT_SIZE
 FPS_RANGE = (0.01, 1000.0)
 """Frame rates accepted for an image-folder input."""
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from hmhi_cli import __version__
 from hmhi_cli.atomic import atomic_path
-from hmhi_cli.errors import WeightsError
+from hmhi_cli.errors import WeightsError, WriteError
 from hmhi_cli.model import CONFIGS, HMHINet, build_model
 from hmhi_cli.model.encoders.efficientnet_lite import imagenet_state
 
@@ -30,6 +30,9 @@ FORMAT_NAME = "hmhi-weights"
 PUBLISHED_INPUT_SIZE = 512
 PUBLISHED_MEMORY_LIMIT = 3
 DEFAULT_WEIGHTS_NAME = "hmhi_default.safetensors"
+MAX_INPUT_SIZE = 2048
+"""Largest model input accepted: memory grows with its square (S=4096 takes over 12 GB)."""
+MIN_FLOW_SIDE = 32
 _SHOWN_KEYS = 6
 
 
@@ -56,8 +59,20 @@ class WeightsInfo:
             "memory_limit": self.memory_limit,
             "flow_max_side": self.flow_max_side,
             "source_format": self.source_format,
-            "provenance": self.provenance,
+            "provenance": _without_machine_paths(self.provenance),
         }
+
+
+def _without_machine_paths(value):
+    """``value`` (provenance) with each absolute path shown by its last part: where files lay on the
+    machine that made the weights says nothing about them and is not for others to read."""
+    if isinstance(value, dict):
+        return {key: _without_machine_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_machine_paths(item) for item in value]
+    if isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")):
+        return Path(value).name
+    return value
 
 
 def default_weights_path() -> Path:
@@ -111,6 +126,8 @@ def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read tensors and (for safetensors) the metadata header of a weights file."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: is a folder, not a weights file")
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if _is_safetensors(path):
@@ -143,20 +160,46 @@ def describe(path: str | os.PathLike) -> WeightsInfo:
 
 def _info_from(state: dict[str, torch.Tensor], metadata: dict[str, str], source: str) -> WeightsInfo:
     if metadata.get("format") == FORMAT_NAME:
-        return WeightsInfo(
-            encoder=metadata["encoder"],
-            input_size=int(metadata["input_size"]),
-            memory_limit=int(metadata["memory_limit"]),
-            source_format="hmhi-safetensors",
-            provenance=json.loads(metadata.get("provenance", "{}")),
-            flow_max_side=int(metadata["flow_max_side"]) if metadata.get("flow_max_side") else None,
-        )
+        return _recorded_info(metadata, source)
     return WeightsInfo(
         encoder=infer_encoder(state, source),
         input_size=PUBLISHED_INPUT_SIZE,
         memory_limit=PUBLISHED_MEMORY_LIMIT,
         source_format="published-checkpoint" if not metadata else "safetensors",
     )
+
+
+def _recorded_info(metadata: dict[str, str], source: str) -> WeightsInfo:
+    """What our metadata header records, each field checked: a bad one is a WeightsError naming it."""
+
+    def bad(field_name: str, expected: str) -> WeightsError:
+        shown = repr(metadata[field_name]) if field_name in metadata else "missing"
+        return WeightsError(f"{source}: bad metadata field '{field_name}' ({shown}): expected {expected}")
+
+    def whole_number(field_name: str, expected: str, valid) -> int:
+        text = metadata.get(field_name, "")
+        if not re.fullmatch(r"-?[0-9]+", text) or not valid(int(text)):
+            raise bad(field_name, expected)
+        return int(text)
+
+    encoder = metadata.get("encoder")
+    if encoder not in CONFIGS:
+        raise bad("encoder", f"one of {', '.join(CONFIGS)}")
+    input_size = whole_number("input_size", f"a multiple of 32 from 32 to {MAX_INPUT_SIZE}",
+                              lambda size: 32 <= size <= MAX_INPUT_SIZE and size % 32 == 0)
+    memory_limit = whole_number("memory_limit", "a whole number of frames, at least 1", lambda limit: limit >= 1)
+    flow_max_side = None
+    if metadata.get("flow_max_side"):
+        flow_max_side = whole_number("flow_max_side", f"a whole number of pixels, at least {MIN_FLOW_SIDE}",
+                                     lambda side: side >= MIN_FLOW_SIDE)
+    try:
+        provenance = json.loads(metadata.get("provenance", "{}"))
+    except json.JSONDecodeError:
+        provenance = None
+    if not isinstance(provenance, dict):
+        raise bad("provenance", "a JSON object")
+    return WeightsInfo(encoder=encoder, input_size=input_size, memory_limit=memory_limit,
+                       source_format="hmhi-safetensors", provenance=provenance, flow_max_side=flow_max_side)
 
 
 def load_into(net: HMHINet, state: dict[str, torch.Tensor], source: str) -> None:
@@ -207,8 +250,20 @@ def save_weights(net: HMHINet, path: str | os.PathLike, input_size: int, memory_
     if flow_max_side:
         metadata["flow_max_side"] = str(int(flow_max_side))
     tensors = {key: value.detach().contiguous().cpu() for key, value in net.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    if Path(path).is_dir():
+        raise WriteError(f"{path}: is a folder; give the weights a file name")
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except (OSError, SafetensorError) as err:
+        raise WriteError(f"cannot write the weights to {path}: {_write_failure(err)}") from None
+
+
+def _write_failure(error: Exception) -> str:
+    """Why a write failed, in a few words: the OS's reason (disk full, read-only) where there is one."""
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return " ".join(str(error).split())[:200] or type(error).__name__
 
 
 def convert(source: str | os.PathLike, target: str | os.PathLike, input_size: int | None = None,

@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 
+import av
+import numpy as np
 import pytest
 import torch
 
@@ -197,3 +199,105 @@ def test_saved_files_follow_the_umask_not_private_temp_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def call_cli(capsys, *args: str) -> tuple[int, str]:
+    """Run the real ``hmhi`` entry point in this process; return its exit code and stderr."""
+    from hmhi_cli.cli import main
+
+    argv = sys.argv
+    sys.argv = ["hmhi", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().err.strip()
+
+
+MALFORMED_METADATA = {
+    "encoder": [None, "mit_b9"],
+    "input_size": ["abc", "0", "33", "-32", "99999968"],
+    "flow_max_side": ["abc"],
+    "memory_limit": ["0"],
+    "provenance": ["{not json", "[1, 2]"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_tensors() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return build_model("mit_b0").state_dict()
+
+
+def test_malformed_metadata_is_one_line_naming_the_field(tiny_tensors, tmp_path, capsys, monkeypatch):
+    from safetensors.torch import save_file
+
+    good = {"format": weights.FORMAT_NAME, "encoder": "mit_b0", "input_size": "64", "memory_limit": "3",
+            "provenance": "{}"}
+    clip = tmp_path / "clip.mp4"
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(2):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * index, np.uint8), format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    for field_name, values in MALFORMED_METADATA.items():
+        for value in values:
+            metadata = dict(good)
+            metadata.pop(field_name, None)
+            if value is not None:
+                metadata[field_name] = value
+            path = tmp_path / f"{field_name}-{len(str(value))}.safetensors"
+            save_file(tiny_tensors, str(path), metadata=metadata)
+            monkeypatch.setenv("HMHI_WEIGHTS", str(path))
+            for args in (("weights", "info", str(path)), ("weights", "info"), ("info",),
+                         ("segment", str(clip), "-o", str(tmp_path / "out"), "--weights", str(path))):
+                code, message = call_cli(capsys, *args)
+                assert code == 2 and message.count("\n") == 0, (args, value, message)
+                assert f"bad metadata field '{field_name}'" in message and str(path) in message, (args, message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_info_defaults_to_the_embedded_weights_and_names_folders(tiny_tensors, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "w.safetensors"
+    net = build_model("mit_b0")
+    net.load_state_dict(tiny_tensors)
+    weights.save_weights(net, path, input_size=64, provenance={"datasets": ["/home/someone/data/DAVIS", "DUTS-TR"]})
+    monkeypatch.setenv("HMHI_WEIGHTS", str(path))
+    assert call_cli(capsys, "weights", "info", "--json") == (0, "")
+    assert call_cli(capsys, "weights", "info", str(tmp_path)) == (2, f"error: {tmp_path}: is a folder, not a weights file")
+    result = run_cli("weights", "info", "--json")
+    details = json.loads(result.stdout)
+    assert details["path"] == str(path) and details["provenance"] == {"datasets": ["DAVIS", "DUTS-TR"]}
+    assert "/home/someone" not in run_cli("weights", "info").stdout
+
+
+def limit_file_size() -> None:
+    """In a child process: files can grow to 1 MB, then writes fail as on a full disk."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+def test_weights_that_cannot_be_written_are_one_line_with_exit_1(tiny_tensors, tmp_path, capsys):
+    source = tmp_path / "ckpt.pth"
+    torch.save({"network": tiny_tensors}, source)
+    folder = tmp_path / "folder.safetensors"
+    folder.mkdir()
+    code, message = call_cli(capsys, "weights", "convert", str(source), str(folder), "--overwrite")
+    assert (code, message) == (1, f"error: {folder}: is a folder; give the weights a file name")
+    target = tmp_path / "out" / "w.safetensors"
+    target.parent.mkdir()
+    full = subprocess.run([sys.executable, "-m", "hmhi_cli", "weights", "convert", str(source), str(target)],
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size)
+    assert full.returncode == 1, full.stderr
+    assert full.stderr.strip().count("\n") == 0 and "Traceback" not in full.stderr, full.stderr
+    assert f"cannot write the weights to {target}" in full.stderr and "File too large" in full.stderr, full.stderr
+    assert not any(target.parent.iterdir()), "no partial file is left"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from hmhi_cli.cli.common import command_group, err_console, out_console, print_json
-from hmhi_cli.errors import OutputError
+from hmhi_cli.errors import OutputError, WeightsError
 
 group = command_group("Inspect and convert model weights.")
 
@@ -37,12 +38,17 @@ def convert_command(
 
 @group.command("info")
 def info_command(
-    path: Path = typer.Argument(..., help="A weights file."),
+    path: Optional[Path] = typer.Argument(None, help="A weights file (default: the embedded weights).",
+                                          show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     """Show what a weights file holds: encoder family and widths, input size, memory limit, flow, provenance."""
     from hmhi_cli import weights as weights_lib
 
+    if path is None:
+        path = weights_lib.default_weights_path()
+        if not path.is_file():
+            raise WeightsError(f"no trained weights are present ({path} is missing); give a weights file")
     state, _ = weights_lib.read_state_dict(path)
     info = weights_lib.describe(path)
     details = info.to_dict() | {

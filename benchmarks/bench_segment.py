@@ -16,6 +16,15 @@ default against the current one:
 ``git worktree add /tmp/previous b93cd84``), so the comparison is against that release as a
 user had it, code and weights.
 
+``--busy N`` adds a loaded condition to ``--compare``: each round times both pipelines quiet,
+then both again while N other processes (``python -c "while True: pass"``) keep cores busy, as
+a user's own programs would; it prints each pipeline's loaded/quiet ratio. The same code
+against itself under load, e.g. against commit 2956a20 (before the thread settings):
+
+    git worktree add /tmp/base 2956a20
+    .venv/bin/python benchmarks/bench_segment.py --compare weights/hmhi_default.safetensors \
+        weights/hmhi_default.safetensors --baseline-tree /tmp/base --busy 1 --frames 40 --rounds 3
+
 Clips are made from ../shared/davis16-dev frames (looped for the long clip) and encoded to
 H.264 854x480. Model weights are random (speed does not depend on their values); RAFT runs with
 random weights too, saved to a temporary file, since no download is possible here.
@@ -25,12 +34,14 @@ Every measurement runs the real CLI in a fresh process; peak memory is that proc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -121,30 +132,61 @@ def run_defaults(clip: Path, out: Path, weights: Path, code: Path | None = None)
     return wall
 
 
-def compare_defaults(baseline: Path, candidate: Path, frames: int, rounds: int, baseline_tree: Path | None) -> None:
-    """Alternate the two default pipelines on one clip; print medians and the speed-up."""
+BUSY_LOOP = "while True: pass"
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """Within the block, ``count`` other processes spin on the CPU."""
+    spinners = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def compare_defaults(baseline: Path, candidate: Path, frames: int, rounds: int, baseline_tree: Path | None,
+                     busy: int = 0) -> None:
+    """Alternate the two default pipelines on one clip, quiet and (``busy`` > 0) beside that many
+    busy processes; print medians, the speed-up and each pipeline's loaded/quiet ratio."""
     from hmhi_cli.weights import describe
 
     with tempfile.TemporaryDirectory(prefix="hmhi-bench-") as tmp:
         tmp = Path(tmp)
         clip = make_clip(tmp / "clip.mp4", frames)
         runs = {"baseline": (baseline, baseline_tree), "candidate": (candidate, None)}
-        walls: dict[str, list[float]] = {role: [] for role in runs}
+        conditions = {"quiet": 0, **({f"{busy} busy": busy} if busy else {})}
+        walls: dict[tuple[str, str], list[float]] = {(c, role): [] for c in conditions for role in runs}
         for round_index in range(rounds):
-            for role, (weights, code) in runs.items():
-                walls[role].append(run_defaults(clip, tmp / f"out-{round_index}-{role}", weights, code))
+            for condition, spinners in conditions.items():
+                with busy_processes(spinners):
+                    for role, (weights, code) in runs.items():
+                        out = tmp / f"out-{round_index}-{spinners}-{role}"
+                        walls[condition, role].append(run_defaults(clip, out, weights, code))
         print(f"hmhi segment with all defaults, {frames} frames 854x480 H.264 in, masks + mask.mp4 out, "
-              f"start-up included, median of {rounds} alternating rounds")
-        medians = {}
+              f"start-up included, median of {rounds} alternating rounds, {os.cpu_count()} cores")
         for role, (weights, code) in runs.items():
             info = describe(weights)
-            times = walls[role]
-            medians[role] = sorted(times)[len(times) // 2]
             flow = f"DIS at {info.flow_max_side} px" if info.flow_max_side else "DIS at full size"
             tree = f", code of {code}" if code else ""
-            print(f"  {role} {weights}: {info.encoder} S={info.input_size}, {flow}{tree}: {medians[role]:.2f} s "
-                  f"({frames / medians[role]:.2f} fps; runs {', '.join(f'{t:.2f}' for t in times)})")
-        print(f"speed-up candidate/baseline: {medians['baseline'] / medians['candidate']:.2f}x")
+            print(f"  {role} {weights}: {info.encoder} S={info.input_size}, {flow}{tree}")
+        medians = {key: median(times) for key, times in walls.items()}
+        for (condition, role), times in walls.items():
+            print(f"  {condition:>7} {role:9}: {medians[condition, role]:.2f} s "
+                  f"({frames / medians[condition, role]:.2f} fps; runs {', '.join(f'{t:.2f}' for t in times)})")
+        for condition in conditions:
+            print(f"speed-up candidate/baseline, {condition}: "
+                  f"{medians[condition, 'baseline'] / medians[condition, 'candidate']:.2f}x")
+        if busy:
+            for role in runs:
+                print(f"slow-down {busy} busy/quiet, {role}: "
+                      f"{medians[f'{busy} busy', role] / medians['quiet', role]:.2f}x")
 
 
 def random_weights(folder: Path, encoder: str, size: int) -> Path:
@@ -178,9 +220,16 @@ def main() -> None:
                         help="time two weights files' default pipelines against each other instead")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of --compare")
     parser.add_argument("--baseline-tree", type=Path, help="checkout whose code runs the --compare baseline")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="--compare also with N competing busy processes, alternating with the quiet runs")
     args = parser.parse_args()
+    if args.busy and not args.compare:
+        parser.error("--busy needs --compare")
+    if args.busy < 0:
+        parser.error("--busy must be 0 or more")
     if args.compare:
-        compare_defaults(*args.compare, frames=args.frames, rounds=args.rounds, baseline_tree=args.baseline_tree)
+        compare_defaults(*args.compare, frames=args.frames, rounds=args.rounds, baseline_tree=args.baseline_tree,
+                         busy=args.busy)
         return
     with tempfile.TemporaryDirectory(prefix="hmhi-bench-") as tmp:
         tmp = Path(tmp)

@@ -23,6 +23,7 @@ from hmhi_cli.flow import resolve_device as resolve_device_name
 from hmhi_cli.model import HMHINet
 from hmhi_cli.model.inputs import logits_to_probability, to_model_input
 from hmhi_cli.pipeline import run_ahead
+from hmhi_cli.runtime import fit_threads_to_load
 from hmhi_cli.video import read_image, write_png
 from hmhi_cli.weights import WeightsInfo, default_weights_path, load_weights
 
@@ -138,6 +139,7 @@ class Segmenter:
         """Yield one :class:`SegmentedFrame` per (frame, flow image) pair, in order."""
         stream = self.net.stream()
         for index, (rgb, flow_rgb) in enumerate(pairs):
+            fit_threads_to_load()
             start = time.perf_counter()
             image = self._upload(to_model_input(rgb, self.size))
             flow = self._upload(to_model_input(flow_rgb, self.size))

@@ -169,9 +169,9 @@ def _predict(root: Path, pred: Path, names: list[str] | None, weights: Path, siz
              quiet: bool) -> None:
     """Segment the dataset into ``pred``: resumes a run of the same settings, refuses others unless ``overwrite``."""
     from hmhi_cli.predictions import predict_dataset
-    from hmhi_cli.runtime import leave_cores_to_the_model
+    from hmhi_cli.runtime import share_cores_between_stages
 
-    leave_cores_to_the_model()
+    share_cores_between_stages()
 
     def inform(message: str) -> None:
         if not quiet:

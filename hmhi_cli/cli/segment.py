@@ -59,10 +59,10 @@ def register(app: typer.Typer) -> None:
         """Cut the main moving object out of videos: masks, soft maps, mask video, mattes, overlay."""
         from hmhi_cli.batch import is_batch
         from hmhi_cli.flow import parse_shard
-        from hmhi_cli.runtime import leave_cores_to_the_model
+        from hmhi_cli.runtime import share_cores_between_stages
         from hmhi_cli.segment import DEFAULT_OUTPUTS, SegmentationEngine, SegmentOptions
 
-        leave_cores_to_the_model()
+        share_cores_between_stages()
 
         streaming = str(out) == "-"
         chosen = tuple(dict.fromkeys(item.strip() for entry in save for item in entry.split(",") if item.strip()))

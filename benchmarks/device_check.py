@@ -173,6 +173,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for device-check.json and pytest-cuda.log")
     parser.add_argument("--cpu-smoke", action="store_true", help="run on the CPU with 3 frames (no fp16)")
     parser.add_argument("--frames", type=int, help="frames per clip (default: all 48 of the sample; 3 with --cpu-smoke)")
+    parser.add_argument("--flows", nargs="+", choices=FLOWS, default=list(FLOWS), help="flow backends to run")
     parser.add_argument("--compare-frames", type=int, default=16,
                         help="leading frames checked against the CPU (at most --frames)")
     args = parser.parse_args()
@@ -207,16 +208,16 @@ def main() -> int:
         report["clips"] = {name: {"size": "x".join(map(str, decoded_frames(clip, 1)[0].shape[1::-1])),
                                   "frames": len(source)} for name, clip in clips.items()}
         report["compared_frames"] = checked
-        raft = {flow: random_raft(tmp, flow) for flow in FLOWS if flow.startswith("raft")}
+        raft = {flow: random_raft(tmp, flow) for flow in args.flows if flow.startswith("raft")}
         references = {}
-        for flow in FLOWS:
+        for flow in args.flows:
             engine = engine_for("cpu", "fp32", flow, raft, fps=CLIP_RATE)
             for name, clip in clips.items():
                 folder = reference_frames(clip, tmp / f"frames-{name}-{flow}", compared)
                 references[name, flow] = tmp / f"cpu-{name}-{flow}"
                 engine.segment(folder, references[name, flow])
             print(f"CPU reference, {flow}: done", flush=True)
-        for flow in FLOWS:
+        for flow in args.flows:
             for precision in precisions:
                 engine = engine_for(device, precision, flow, raft)
                 engine.segment(warm_up, tmp / f"warm-up-{flow}-{precision}")

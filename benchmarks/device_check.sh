@@ -9,7 +9,8 @@
 #   benchmarks/device_check.sh --cpu-smoke  the same code on the CPU with 3 frames (no fp16), where no GPU is
 #
 # $OUT defaults to ./device-check-out. Exit status: 0 every run within tolerance and the tests passed,
-# 1 something failed, 3 no CUDA device (without --cpu-smoke). benchmarks/device_check.py has the details.
+# 1 something failed, 3 no CUDA device (without --cpu-smoke). Options for a shorter run: --frames N,
+# --compare-frames N, --flows dis raft-small (see benchmarks/device_check.py --help).
 #
 # Needs Python 3.11 or later with torch and torchvision (a CUDA build), timm, typer, rich, av (PyAV),
 # numpy, opencv-python-headless, safetensors and pytest. It runs this checkout's code (PYTHONPATH) rather

@@ -16,8 +16,7 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""The signals that ask a run to stop: Ctrl-C, ``kill``/``timeout``, a closed terminal."""
+from hmhi_cli.interrupt import STOP_SIGNALS
 
 
 def _read_umask() -> int:

@@ -3,7 +3,8 @@ consumer thread behind it, each with a bounded queue so memory stays bounded.
 
 Decoding, OpenCV flow, PyTorch kernels and FFmpeg encoding release the GIL, so these threads
 run truly in parallel with the model. Errors in a thread are re-raised in the main thread; an
-error or Ctrl-C in the main thread stops the threads.
+error or Ctrl-C in the main thread stops the threads. Every thread stops between two items once a
+stop signal has been received (:func:`hmhi_cli.interrupt.raise_if_stopped`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
+
+from hmhi_cli.interrupt import raise_if_stopped
 
 T = TypeVar("T")
 POLL_SECONDS = 0.1
@@ -34,6 +37,16 @@ def _put(items: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
+def _get(items: queue.Queue) -> object:
+    """The next item; a stop signal received meanwhile raises."""
+    while True:
+        raise_if_stopped()
+        try:
+            return items.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            continue
+
+
 def run_ahead(iterable: Iterable[T], depth: int = 4, name: str = "producer") -> Iterator[T]:
     """Iterate ``iterable`` in a background thread, up to ``depth`` items ahead of the caller."""
     items: queue.Queue = queue.Queue(maxsize=depth)
@@ -42,6 +55,7 @@ def run_ahead(iterable: Iterable[T], depth: int = 4, name: str = "producer") -> 
     def produce() -> None:
         try:
             for item in iterable:
+                raise_if_stopped()
                 if not _put(items, item, stop):
                     return
             _put(items, _DONE, stop)
@@ -52,7 +66,7 @@ def run_ahead(iterable: Iterable[T], depth: int = 4, name: str = "producer") -> 
     thread.start()
     try:
         while True:
-            item = items.get()
+            item = _get(items)
             if item is _DONE:
                 return
             if isinstance(item, _Failure):
@@ -86,6 +100,7 @@ class Worker(Generic[T]):
             if item is _DONE or self._stop.is_set():
                 return
             try:
+                raise_if_stopped()
                 self._handle(item)
             except BaseException as error:  # re-raised by submit() or __exit__ in the caller's thread
                 self._error = error

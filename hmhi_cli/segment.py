@@ -4,21 +4,16 @@ one lossless video stream (for a pipe).
 
 Frames stream through decode -> flow (one frame of look-ahead) -> model -> encoders, so memory
 does not grow with the video's length. A :class:`SegmentationEngine` loads the network once and
-segments any number of videos with it. One run at a time writes into an output folder (a lock
-file there, released by the kernel when the process dies). Outputs are written into a hidden
-staging folder inside it and renamed into place together at the end, all or none; a run that
-fails or is interrupted leaves nothing behind, and the next run deletes what a killed one left.
+segments any number of videos with it. Outputs land in an :class:`~hmhi_cli.output_folder.OutputFolder`:
+one run at a time, all outputs or none, and the next run deletes what a killed one left.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -26,7 +21,6 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from hmhi_cli.atomic import deferred_signals, remove_path
 from hmhi_cli.data.layouts import list_images
 from hmhi_cli.errors import InputError, OutputError
 from hmhi_cli.flow import FlowEstimator, resolve_flow_backend
@@ -39,7 +33,9 @@ from hmhi_cli.inference import (
     resolve_device,
     to_uint8,
 )
+from hmhi_cli.interrupt import raise_if_stopped
 from hmhi_cli.model import HMHINet
+from hmhi_cli.output_folder import OutputFolder
 from hmhi_cli.pipeline import Worker, run_ahead
 from hmhi_cli.video import (
     AlphaVideoWriter,
@@ -53,7 +49,6 @@ from hmhi_cli.video import (
     RgbVideoWriter,
     StreamVideoWriter,
     add_audio,
-    check_writable,
     composite,
     open_source,
     overlay,
@@ -183,131 +178,6 @@ def run_warnings(options: SegmentOptions, source: FrameSource, streaming: bool =
     return warnings
 
 
-_LOCK_NAME = ".hmhi-segment.lock"
-_STAGING_PREFIX, _STAGING_SUFFIX = ".hmhi-segment-", ".partial"
-_EARLIER_DEBRIS = tuple(f".{name}.*part*" for name in (
-    "masks", "probs", "alpha", "mask.mp4", "mask.mkv", "alpha.webm", "alpha.mov", "composite.mp4", "overlay.mp4"))
-"""What killed runs of hmhi versions without the folder lock left: ``.masks.partial/``,
-``.mask.mp4.*.part.mp4`` and the like."""
-
-
-class OutputFolder:
-    """The output folder of one run, as a context manager.
-
-    Entering creates the folder (and missing parents), locks it against other runs, deletes
-    what killed runs left there and makes a hidden :attr:`staging` folder to write the outputs
-    into; :meth:`commit` renames them into place. Leaving deletes the staging folder and the
-    lock and, after a failure, the folders that entering created when they are still empty.
-    """
-
-    staging: Path
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self._created: list[Path] = []
-        self._lock_descriptor = -1
-
-    def __enter__(self) -> OutputFolder:
-        with contextlib.ExitStack() as undo:
-            undo.callback(self._remove_created)
-            self._create()
-            check_writable(self.path)
-            self._lock_descriptor = _lock(self.path)
-            undo.callback(self._unlock)
-            try:
-                for pattern in (f"{_STAGING_PREFIX}*{_STAGING_SUFFIX}", *_EARLIER_DEBRIS):
-                    for debris in self.path.glob(pattern):
-                        remove_path(debris)
-                self.staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, suffix=_STAGING_SUFFIX, dir=self.path))
-            except OSError as err:
-                raise OutputError(f"cannot write to output folder {self.path}: {err.strerror or err}") from err
-            undo.pop_all()
-        return self
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self._unlock()
-        if exc is not None:
-            self._remove_created()
-
-    def commit(self, finals: Iterable[Path], overwrite: bool) -> None:
-        """Rename the staged outputs (``staging / final.name``) to ``finals``, all or none.
-
-        An output already at a final path is moved into the staging folder, to be deleted with
-        it, when ``overwrite``; else it is refused. Stop signals wait for the renames to end;
-        when one fails, those already done are undone.
-        """
-        done: list[tuple[Path, Path]] = []
-
-        def move(source: Path, target: Path) -> None:
-            os.rename(source, target)
-            done.append((source, target))
-
-        with deferred_signals():
-            try:
-                for final in finals:
-                    if os.path.lexists(final):
-                        if not overwrite:
-                            raise OutputError(f"output appeared during the run: {final}; "
-                                              "pass --overwrite to replace it")
-                        move(final, self.staging / f"{final.name}.replaced")
-                    move(self.staging / final.name, final)
-            except BaseException as err:
-                for source, target in reversed(done):
-                    os.rename(target, source)
-                if isinstance(err, OSError):
-                    raise OutputError(f"cannot write {final}: {err.strerror or err}") from err
-                raise
-
-    def _create(self) -> None:
-        missing = []
-        for folder in (self.path, *self.path.parents):
-            if os.path.lexists(folder):
-                break
-            missing.append(folder)
-        for folder in reversed(missing):
-            try:
-                folder.mkdir()
-            except OSError:  # made by someone else meanwhile, or impossible: check_writable says why
-                continue
-            self._created.append(folder)
-
-    def _remove_created(self) -> None:
-        for folder in reversed(self._created):
-            try:
-                folder.rmdir()
-            except OSError:  # not empty: something else was put there
-                return
-
-    def _unlock(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.path / _LOCK_NAME).unlink()
-        os.close(self._lock_descriptor)
-
-
-def _lock(folder: Path) -> int:
-    """Lock ``folder`` for this process; return the lock file's descriptor. The kernel releases
-    the lock when the process ends, however it ends."""
-    path = folder / _LOCK_NAME
-    while True:
-        try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as err:
-            raise OutputError(f"cannot lock output folder {folder}: {err.strerror or err}") from err
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(descriptor)
-            if isinstance(err, BlockingIOError):
-                raise OutputError(f"another hmhi run is writing to {folder}; wait for it to end "
-                                  "or choose another output folder") from None
-            raise OutputError(f"cannot lock output folder {folder}: {err.strerror or err}") from err
-        with contextlib.suppress(FileNotFoundError):
-            if os.path.samestat(os.fstat(descriptor), os.stat(path)):
-                return descriptor
-        os.close(descriptor)  # the last holder deleted this file as it let go: lock a fresh one
-
-
 def _precomputed_flows(flow_dir: Path) -> Iterator[np.ndarray]:
     for path in list_images(flow_dir):
         yield read_image(path)
@@ -375,8 +245,13 @@ class SegmentationEngine:
         return planned_outputs(Path(out_dir), self.options.outputs, self.options.lossless, self.options.background)
 
     def segment(self, source_spec: str | Path, out_dir: str | Path, on_start: OnStart | None = None,
-                on_frame: OnFrame | None = None, on_warning: OnMessage | None = None) -> SegmentResult:
-        """Segment one video into ``out_dir``; return what was written. See :func:`segment_video`."""
+                on_frame: OnFrame | None = None, on_warning: OnMessage | None = None,
+                notes: Mapping[str, dict] | None = None) -> SegmentResult:
+        """Segment one video into ``out_dir``; return what was written. See :func:`segment_video`.
+
+        ``notes`` maps hidden file names to data written there as JSON with the outputs (such as
+        which input made them, see :mod:`hmhi_cli.batch`), replacing notes of an earlier run.
+        """
         options = self.options
         started = time.perf_counter()
         source = open_source(source_spec, fps=options.fps)
@@ -397,7 +272,9 @@ class SegmentationEngine:
 
                 count, startup, times = self._run(source, open_outputs, started, on_start, on_frame)
                 audio = self._keep_audio(source, staged, on_warning)
-                folder.commit(paths.values(), options.overwrite)
+                note_paths = [folder.stage_note(name, data) for name, data in (notes or {}).items()]
+                raise_if_stopped()
+                folder.commit([*paths.values(), *note_paths], options.overwrite, replaceable=note_paths)
         return self._result(source, count, {kind: str(path) for kind, path in paths.items()}, started, startup,
                             times, audio)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def test_a_second_run_into_a_busy_folder_fails_and_no_newcomer_is_replaced(tiny_
     first.send_signal(signal.SIGSTOP)  # frozen mid-run, so that it is surely still writing
     second = run("segment", str(clip), "-o", str(out), "--weights", str(tiny_weights), "--flow", "dis", "-q")
     message = one_line_error(second)
-    assert second.returncode == 2 and str(out) in message and "another hmhi run is writing" in message, message
+    assert second.returncode == 1 and str(out) in message and "another hmhi run is writing" in message, message
     assert any(out.glob(".*/**/*.png")), "the second run must leave the first one's staging alone"
     (out / "mask.mp4").write_bytes(b"made by someone else during the run")
     first.send_signal(signal.SIGCONT)
@@ -250,3 +251,28 @@ def test_odd_frame_sizes_are_kept_in_every_video(tiny_weights, tmp_path):
         with av.open(str(out / name)) as container:
             frame = next(container.decode(video=0))
             assert (frame.width, frame.height) == (95, 63), name
+
+
+def test_an_empty_output_folder_is_refused_rather_than_the_current_folder_used(tiny_weights, clip, tmp_path):
+    """``-o "$OUT"`` with OUT unset: one video, and a batch."""
+    for inputs in ([str(clip)], [str(clip), str(clip.parent)]):
+        result = subprocess.run([sys.executable, "-m", "hmhi_cli", "segment", *inputs, "-o", "", "--weights",
+                                 str(tiny_weights), "--flow", "dis"], capture_output=True, timeout=300, cwd=tmp_path)
+        message = one_line_error(result)
+        assert result.returncode == 2 and "-o/--out is empty" in message, message
+        assert list(tmp_path.iterdir()) == [], inputs
+
+
+def test_a_write_that_fails_exits_1_and_leaves_nothing(tiny_weights, clip, tmp_path):
+    """Files may grow to 20 kB only (as on a full disk, the write fails): overlay.mp4 grows past it."""
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "hmhi_cli", "segment", str(clip), "-o", str(out), "--weights",
+                             str(tiny_weights), "--flow", "dis", "--save", "masks,overlay", "-q"],
+                            capture_output=True, timeout=300, preexec_fn=small_files)
+    message = one_line_error(result)
+    assert result.returncode == 1 and "cannot write" in message and "File too large" in message, message
+    assert not out.exists()

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-from collections.abc import Iterator
 from typing import NoReturn
 
 import typer
 from rich.markup import escape
 
 from hmhi_cli import __version__
-from hmhi_cli.cli.common import command_group, err_console
+from hmhi_cli.cli.common import command_group, err_console, printable
 from hmhi_cli.errors import HmhiError
+from hmhi_cli.interrupt import handle_stop_signals
 from hmhi_cli.runtime import keep_freed_memory
 
 app = command_group(
@@ -59,46 +58,26 @@ _register_commands()
 INTERRUPTED = 130
 
 
-class _Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP as an exception, a KeyboardInterrupt like Ctrl-C, so that a command cleans up the same way."""
-
-
-@contextlib.contextmanager
-def _stop_on_termination() -> Iterator[list[int]]:
-    """Within the block, SIGTERM and SIGHUP raise :class:`_Stopped`; yields the list of the signals received."""
-    received: list[int] = []
-
-    def stop(number: int, _frame) -> None:
-        received.append(number)
-        raise _Stopped(signal.Signals(number).name)
-
-    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield received
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
 def main() -> None:
     """Console-script entry point."""
     keep_freed_memory()
-    with _stop_on_termination() as stops:
+    with handle_stop_signals() as stopped_by:
         try:
             # Non-standalone mode returns the exit code of typer.Exit, and of Ctrl-C, SIGTERM and SIGHUP (130).
             exit_code = app(standalone_mode=False)
         except HmhiError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
+            err_console.print(f"[bold red]error:[/] {escape(printable(str(exc)))}", highlight=False, soft_wrap=True)
+            exit_code = exc.exit_code
         except typer.Abort:
             err_console.print("[yellow]aborted[/]")
-            sys.exit(INTERRUPTED)
+            exit_code = INTERRUPTED
         except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing argument
             err_console.print(_usage_error_line(exc), markup=False, highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
-    if exit_code == INTERRUPTED and stops:
-        err_console.print(f"[yellow]interrupted ({signal.Signals(stops[0]).name})[/]", highlight=False)
-        sys.exit(128 + stops[0])
+            exit_code = exc.exit_code
+        stop = stopped_by()
+    if stop is not None:  # however the command ended, a stop signal it received decides the exit code
+        err_console.print(f"[yellow]interrupted ({stop.name})[/]", highlight=False)
+        sys.exit(128 + stop)
     if exit_code == INTERRUPTED:
         err_console.print("[yellow]interrupted[/]")
     if isinstance(exit_code, int) and exit_code:

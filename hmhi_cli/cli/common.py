@@ -132,6 +132,12 @@ def check_stdout_open(purpose: str) -> None:
         raise OutputError(f"stdout is closed (>&-), so {purpose} has nowhere to go: redirect it to a file instead")
 
 
+def printable(text: str) -> str:
+    """``text`` for one line of a terminal: each character that cannot be printed (a newline in a
+    file name, an escape sequence) written as its Python escape, ``\\n``, ``\\x1b``..."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
 def print_json(data: Any) -> None:
     """Write ``data`` as one JSON document on stdout, for scripts."""
     check_stdout_open("the JSON")

@@ -13,8 +13,18 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from hmhi_cli.cli.common import Device, FlowBackend, Precision, check_stdout_open, err_console, print_json, progress
+from hmhi_cli.cli.common import (
+    Device,
+    FlowBackend,
+    Precision,
+    check_stdout_open,
+    err_console,
+    print_json,
+    printable,
+    progress,
+)
 from hmhi_cli.errors import InputError
+from hmhi_cli.interrupt import at_safe_points
 
 if TYPE_CHECKING:
     from hmhi_cli.segment import OnFrame, OnStart, SegmentationEngine, SegmentResult
@@ -36,7 +46,7 @@ def register(app: typer.Typer) -> None:
     @app.command("segment")
     def segment_command(
         sources: list[str] = typer.Argument(..., help=SOURCES_HELP, show_default=False),
-        out: Path = typer.Option(..., "--out", "-o", help=OUT_HELP),
+        out: str = typer.Option(..., "--out", "-o", help=OUT_HELP, show_default=False),
         save: list[str] = typer.Option([], "--save", help=SAVE_HELP, show_default=False),
         weights: Path = typer.Option(None, "--weights", help="Weights file (default: the embedded weights)."),
         size: int = typer.Option(None, "--size", help="Model input size S, a multiple of 32 up to 2048 (default: the weights' own, 512 for published)."),
@@ -62,9 +72,11 @@ def register(app: typer.Typer) -> None:
         from hmhi_cli.runtime import share_cores_between_stages
         from hmhi_cli.segment import DEFAULT_OUTPUTS, SegmentationEngine, SegmentOptions
 
+        if not out:
+            raise InputError("-o/--out is empty (an unset variable?): give an output folder, or - for stdout")
         share_cores_between_stages()
 
-        streaming = str(out) == "-"
+        streaming = out == "-"
         chosen = tuple(dict.fromkeys(item.strip() for entry in save for item in entry.split(",") if item.strip()))
         options = SegmentOptions(
             outputs=chosen or (("mask-video",) if streaming else DEFAULT_OUTPUTS), weights=weights, size=size,
@@ -91,11 +103,11 @@ def register(app: typer.Typer) -> None:
                 _check_streamable(batch, as_json, shard_count)
                 _segment_to_stdout(sources[0], engine, quiet, on_warning)
             elif batch:
-                _segment_batch(sources, out, engine, shard, as_json, quiet, on_warning)
+                _segment_batch(sources, Path(out), engine, shard, as_json, quiet, on_warning)
             elif shard_index > 0:
                 on_info(f"shard {shard}: nothing to do (one video, in shard 0/{shard_count})")
             else:
-                _segment_one(sources[0], out, engine, as_json, quiet, on_warning)
+                _segment_one(sources[0], Path(out), engine, as_json, quiet, on_warning)
         except BrokenPipeError:
             _end_on_closed_stdout()
 
@@ -122,8 +134,8 @@ def _end_on_closed_stdout() -> None:
 
 
 def _with_progress(quiet: bool, segment: Callable[[OnStart, OnFrame], SegmentResult]) -> SegmentResult:
-    """Run ``segment(on_start, on_frame)`` under a progress bar of its frames."""
-    with progress(quiet) as bar:
+    """Run ``segment(on_start, on_frame)`` under a progress bar of its frames, stopping at safe points only."""
+    with progress(quiet) as bar, at_safe_points():
         task = bar.add_task("segmenting", total=None)
         return segment(lambda frame_count, _duration: bar.update(task, total=frame_count),
                        lambda done: bar.update(task, completed=done))
@@ -134,7 +146,8 @@ def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bo
     if as_json:
         print_json(result.to_dict())
     elif not quiet:
-        err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> {out}", markup=False, highlight=False)
+        err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> {printable(str(out))}", markup=False,
+                          highlight=False)
 
 
 def _segment_to_stdout(source: str, engine: SegmentationEngine, quiet: bool, on_warning: Warn) -> None:
@@ -158,7 +171,7 @@ def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, sh
 
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failed = []
-    with progress(quiet) as bar:
+    with progress(quiet) as bar, at_safe_points():
         overall = bar.add_task("videos", total=len(videos))
         frames = bar.add_task("", total=None, visible=False)
         outcomes = segment_batch(
@@ -169,17 +182,17 @@ def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, sh
         for outcome in outcomes:
             counts[outcome.status] += 1
             bar.advance(overall)
-            name = outcome.video.name
+            name, output = outcome.video.name, printable(str(outcome.output))
             if outcome.status == "failed":
                 failed.append(name)
-                err_console.print(f"[bold red]failed[/] {escape(f'{name}: {outcome.error}')}", highlight=False,
+                err_console.print(f"[bold red]failed[/] {escape(f'{name}: {printable(outcome.error)}')}", highlight=False,
                                   soft_wrap=True)
             elif not quiet and outcome.status == "skipped":
-                err_console.print(f"skipped {name}: its outputs are all in {outcome.output}", markup=False,
-                                  highlight=False, soft_wrap=True)
+                err_console.print(f"skipped {name}: its outputs are all in {output}", markup=False, highlight=False,
+                                  soft_wrap=True)
             elif not quiet:
                 result = outcome.result
-                err_console.print(f"done {name}: {result.frames} frames in {result.seconds:.1f} s -> {outcome.output}",
+                err_console.print(f"done {name}: {result.frames} frames in {result.seconds:.1f} s -> {output}",
                                   markup=False, highlight=False, soft_wrap=True)
             if as_json:
                 sys.stdout.write(json.dumps(outcome.to_dict()) + "\n")

@@ -31,7 +31,7 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
 from hmhi_cli.atomic import atomic_path, remove_partials, write_bytes
-from hmhi_cli.errors import OutputError
+from hmhi_cli.errors import OutputError, WriteError
 from hmhi_cli.video.compose import DEFAULT_OVERLAY_COLOR, Color, as_uint8_mask, overlay
 from hmhi_cli.video.source import FrameSource
 
@@ -52,7 +52,7 @@ def check_writable(directory: str | os.PathLike) -> Path:
     except FileExistsError as err:
         raise OutputError(f"cannot use {folder} as output folder: a file with that name exists") from err
     except OSError as err:
-        raise OutputError(f"cannot write to output folder {folder}: {err.strerror or err}") from err
+        raise WriteError(f"cannot write to output folder {folder}: {err.strerror or err}") from err
     return folder
 
 
@@ -132,7 +132,7 @@ class _VideoEncoder(abc.ABC):
         except BrokenPipeError:
             raise
         except (av.FFmpegError, OSError) as err:
-            raise OutputError(f"cannot write {self.label}: {_reason(err)}") from err
+            raise WriteError(f"cannot write {self.label}: {_reason(err)}") from err
 
     def __enter__(self) -> Self:
         try:
@@ -480,7 +480,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     try:
         write_bytes(path, encoded.tobytes())
     except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 class PngSequenceWriter:

@@ -6,23 +6,34 @@ command line sees the same list, and ``--shard i/n`` picks every n-th video from
 (0-based, as in ``hmhi flow precompute``): a Slurm array or an indexed Kubernetes job splits a
 batch with no coordination. A batch resumes: a video whose outputs are all there is skipped
 unless overwriting, and a video that fails is reported while the others go on.
+
+Each output folder records which input made it (:data:`INPUT_NOTE`), so that a rerun never takes
+another video's outputs for this one's, and a video's name depends only on the videos that
+share its stem (see :func:`collect_videos`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from hmhi_cli.errors import HmhiError, InputError
 from hmhi_cli.flow import parse_shard
+from hmhi_cli.interrupt import raise_if_stopped
+from hmhi_cli.output_folder import remove_debris
 from hmhi_cli.segment import OnFrame, OnMessage, OnStart, SegmentationEngine, SegmentResult
 from hmhi_cli.video import IMAGE_SUFFIXES, natural_key
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                             ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mxf", ".nut", ".y4m"})
 """What a folder of videos is expanded to (its other files are left alone)."""
+INPUT_NOTE = ".hmhi-input.json"
+"""The file, in each output folder of a batch, that records the input it was made from: its path,
+size in bytes and modification time (for a folder of images, their total size and latest time)."""
 
 
 @dataclass(frozen=True)
@@ -74,9 +85,13 @@ def collect_videos(sources: Sequence[str | os.PathLike]) -> list[BatchVideo]:
     """The videos of ``sources``, sorted by path in natural order, each once: a video file, a
     folder of images (one video), or each video of a folder of videos (not its subfolders).
 
-    Names are the file stems (folder names for image folders); a name already taken gets
-    ``-2``, ``-3``... in list order. Raises :class:`InputError` for a missing input, a folder
-    with neither images nor videos, and ``-`` (stdin) among other inputs.
+    A video is named after its file's stem (an image folder after the folder). Videos that share
+    a stem are named after their whole file name instead (``a.mp4``, ``a.mov``), and those that
+    share that too after the folders above it, one more at a time (``clips-a.mp4``,
+    ``other-a.mp4``): a name depends on no video but those with the same stem. Characters that
+    cannot be printed become ``_``, and a name that would be empty or start with a dot (``.``,
+    ``..``, a hidden name) gets a ``_`` in front. Raises :class:`InputError` for a missing input,
+    a folder with neither images nor videos, and ``-`` (stdin) among other inputs.
     """
     if len(sources) > 1 and any(str(source) == "-" for source in sources):
         raise InputError("'-' (a video on stdin) cannot be combined with other inputs")
@@ -92,17 +107,87 @@ def collect_videos(sources: Sequence[str | os.PathLike]) -> list[BatchVideo]:
             videos = [source]
         for video in videos:
             found.setdefault(video.resolve(), video)
+    videos = sorted(found.values(), key=lambda path: natural_key(str(path)))
+    return [BatchVideo(video, name) for video, name in zip(videos, _output_names(videos))]
+
+
+def _output_names(videos: Sequence[Path]) -> list[str]:
+    """Folder names for ``videos``, all different: see :func:`collect_videos`."""
+    candidates = [_name_candidates(video) for video in videos]
+    levels = [0] * len(videos)
+    while True:
+        names = [_safe_name(options[level]) for options, level in zip(candidates, levels)]
+        counts = Counter(names)
+        clashing = [index for index, name in enumerate(names)
+                    if counts[name] > 1 and levels[index] + 1 < len(candidates[index])]
+        if not clashing:
+            break
+        for index in clashing:
+            levels[index] += 1
     taken: set[str] = set()
-    batch = []
-    for video in sorted(found.values(), key=lambda path: natural_key(str(path))):
-        stem = video.resolve().name if video.is_dir() else video.stem
-        name, number = stem, 1
-        while name in taken:
+    unique = []
+    for name in names:  # still the same (names that differ only in unprintable characters): -2, -3...
+        chosen, number = name, 1
+        while chosen in taken:
             number += 1
-            name = f"{stem}-{number}"
-        taken.add(name)
-        batch.append(BatchVideo(video, name))
-    return batch
+            chosen = f"{name}-{number}"
+        taken.add(chosen)
+        unique.append(chosen)
+    return unique
+
+
+def _name_candidates(video: Path) -> list[str]:
+    """A video's possible names, plainest first: its stem, its file name, then the file name after
+    the names of the folders above it, one more each time."""
+    parts = [part for part in Path(os.path.abspath(video)).parts if part != os.sep]
+    stem = parts[-1] if video.is_dir() else video.stem
+    return [stem, *("-".join(parts[-count:]) for count in range(1, len(parts) + 1))]
+
+
+def _safe_name(name: str) -> str:
+    """``name`` as a plain folder name inside the output folder."""
+    name = "".join(char if char.isprintable() else "_" for char in name)
+    return f"_{name}" if not name or name.startswith(".") else name
+
+
+def input_record(source: Path) -> dict:
+    """What :data:`INPUT_NOTE` records of ``source``."""
+    if source.is_dir():
+        stats = [path.stat() for path in _files(source, IMAGE_SUFFIXES)]
+        size, modified = sum(stat.st_size for stat in stats), max((stat.st_mtime_ns for stat in stats), default=0)
+    else:
+        stat = source.stat()
+        size, modified = stat.st_size, stat.st_mtime_ns
+    return {"input": str(source.resolve()), "size": size, "mtime_ns": modified}
+
+
+def _made_from_another(out_dir: Path, source: Path) -> str | None:
+    """Why the outputs in ``out_dir`` are not those of ``source`` (one line), or None when they
+    are, or when no input is recorded there."""
+    note = out_dir / INPUT_NOTE
+    if not os.path.lexists(note):
+        return None
+    try:
+        recorded = json.loads(note.read_text(encoding="utf-8"))
+        made_from = Path(recorded["input"])
+        same = (made_from.name, recorded["size"], recorded["mtime_ns"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return f"{out_dir} holds outputs of an input it does not name ({note.name} is unreadable); " \
+               "pass --overwrite to replace them"
+    record = input_record(source)
+    if same == (Path(record["input"]).name, record["size"], record["mtime_ns"]):
+        return None
+    if str(made_from) == record["input"]:
+        return f"{out_dir} holds the outputs of {source} as it was before it changed; pass --overwrite to redo it"
+    return f"{out_dir} holds the outputs of another input, {made_from}; pass --overwrite to replace them"
+
+
+def _outside(out_root: Path, out_dir: Path) -> str | None:
+    """Why ``out_dir`` is not a folder of its own inside ``out_root`` (one line), or None."""
+    if os.path.realpath(out_dir) == os.path.join(os.path.realpath(out_root), out_dir.name):
+        return None
+    what = "a link" if out_dir.is_symlink() else "not a folder inside it"
+    return f"{out_dir} is {what}: each video's outputs go into a folder of its own inside {out_root}"
 
 
 def shard_videos(videos: Sequence[BatchVideo], shard: str) -> list[BatchVideo]:
@@ -118,23 +203,38 @@ def segment_batch(videos: Sequence[BatchVideo], out_root: str | os.PathLike, eng
 
     ``on_video(video)`` is called as each video begins, the other callbacks are those of
     :func:`hmhi_cli.segment.segment_video`. A video whose outputs all exist is skipped unless
-    the engine's options overwrite. A video that fails is reported and the batch goes on; weights
-    that cannot be loaded, and interruptions, stop it.
+    the engine's options overwrite; what a killed run left in its folder is deleted all the same.
+    A folder whose outputs were made from another input (or an earlier version of this one),
+    and a folder name that leads out of ``out_root`` (a link), fail that video unless overwriting
+    (the link always). A video that fails is reported and the batch goes on; weights that cannot
+    be loaded, and interruptions (checked before each video), stop it.
     """
     if engine.options.flow_dir is not None and len(videos) > 1:
         raise InputError("--flow-dir holds the flow of one video; it cannot serve several")
     for video in videos:
+        raise_if_stopped()
         out_dir = Path(out_root) / video.name
         if on_video:
             on_video(video)
+        overwrite = engine.options.overwrite
+        try:
+            problem = _outside(Path(out_root), out_dir)
+            if problem is None and not overwrite:
+                problem = _made_from_another(out_dir, video.source)
+        except OSError as err:  # the input vanished or cannot be read meanwhile
+            problem = f"cannot read {video.source}: {err.strerror or err}"
+        if problem is not None:
+            yield VideoOutcome(video, out_dir, "failed", error=problem)
+            continue
+        remove_debris(out_dir)
         outputs = engine.planned_outputs(out_dir).values()
-        if not engine.options.overwrite and all(os.path.lexists(path) for path in outputs):
+        if not overwrite and all(os.path.lexists(path) for path in outputs):
             yield VideoOutcome(video, out_dir, "skipped")
             continue
         engine.load()
         try:
-            outcome = VideoOutcome(video, out_dir, "done", engine.segment(video.source, out_dir, on_start, on_frame,
-                                                                          on_warning))
+            outcome = VideoOutcome(video, out_dir, "done", engine.segment(
+                video.source, out_dir, on_start, on_frame, on_warning, notes={INPUT_NOTE: input_record(video.source)}))
         except HmhiError as err:
             outcome = VideoOutcome(video, out_dir, "failed", error=str(err))
         except Exception as err:  # anything one video raises, such as running out of memory, ends that video only

@@ -82,10 +82,17 @@ class _Listing:
 
 
 def natural_sort_key(path_or_str: str | os.PathLike) -> tuple:
-    """Sort key that orders digit runs by value: ``img2 < img10``, ``00002 < 00010``; case-insensitive."""
+    """Sort key that orders digit runs by value: ``img2 < img10``, ``00002 < 00010``; case-insensitive.
+
+    A path is compared a folder at a time, and a name by its stem before its suffix, so that
+    ``good.mp4 < good2.mp4`` as ``good < good2``.
+    """
     text = os.fspath(path_or_str)
-    parts = _DIGITS.split(text)
-    return tuple(int(part) if index % 2 else part.casefold() for index, part in enumerate(parts)), text
+    return tuple(tuple(_digits_key(piece) for piece in os.path.splitext(part)) for part in text.split(os.sep)), text
+
+
+def _digits_key(text: str) -> tuple:
+    return tuple(int(part) if index % 2 else part.casefold() for index, part in enumerate(_DIGITS.split(text)))
 
 
 def _subdirs(folder: Path) -> list[Path]:

@@ -19,6 +19,7 @@ import av
 import cv2
 import numpy as np
 
+from hmhi_cli.data.layouts import natural_sort_key as natural_key
 from hmhi_cli.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
@@ -195,12 +196,6 @@ class _PipeReader(io.RawIOBase):
         buffer[: len(chunk)] = chunk
         self.bytes_read += len(chunk)
         return len(chunk)
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders embedded numbers by value: ``img2`` before ``img10``."""
-    parts = re.split(r"(\d+)", name.lower())
-    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts)), name
 
 
 def upright(rgb: np.ndarray, rotation_degrees: int) -> np.ndarray:

@@ -36,6 +36,8 @@ def test_natural_sort_orders_numbers_by_value() -> None:
         "img10.png",
     ]
     assert natural_sort_key(Path("a/img2.png")) < natural_sort_key("a/img10.png")
+    assert sorted(["good2.mp4", "good.mp4", "good10.mov"], key=natural_sort_key) == ["good.mp4", "good2.mp4", "good10.mov"]
+    assert natural_sort_key("clips/b.mp4") < natural_sort_key("clips-x/a.mp4"), "a path is compared a folder at a time"
 
 
 def test_list_images_filters_and_sorts(tmp_path: Path) -> None:

@@ -184,7 +184,7 @@ def test_commit_interrupted_by_a_signal_still_lands_every_output(tiny_weights, c
 
 def test_a_failed_commit_puts_everything_back(tmp_path, monkeypatch):
     from hmhi_cli.errors import OutputError
-    from hmhi_cli.segment import OutputFolder
+    from hmhi_cli.output_folder import OutputFolder
 
     out = tmp_path / "out"
     out.mkdir()

@@ -254,10 +254,12 @@ def test_odd_frame_sizes_are_kept_in_every_video(tiny_weights, tmp_path):
 
 
 def test_an_empty_output_folder_is_refused_rather_than_the_current_folder_used(tiny_weights, clip, tmp_path):
-    """``-o "$OUT"`` with OUT unset: one video, and a batch."""
+    """``-o "$OUT"`` with OUT unset: one video, and a batch (run in an empty folder: this code, not an installed one)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for inputs in ([str(clip)], [str(clip), str(clip.parent)]):
         result = subprocess.run([sys.executable, "-m", "hmhi_cli", "segment", *inputs, "-o", "", "--weights",
-                                 str(tiny_weights), "--flow", "dis"], capture_output=True, timeout=300, cwd=tmp_path)
+                                 str(tiny_weights), "--flow", "dis"], capture_output=True, timeout=600, cwd=tmp_path,
+                                env=env)
         message = one_line_error(result)
         assert result.returncode == 2 and "-o/--out is empty" in message, message
         assert list(tmp_path.iterdir()) == [], inputs
@@ -272,7 +274,7 @@ def test_a_write_that_fails_exits_1_and_leaves_nothing(tiny_weights, clip, tmp_p
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "hmhi_cli", "segment", str(clip), "-o", str(out), "--weights",
                              str(tiny_weights), "--flow", "dis", "--save", "masks,overlay", "-q"],
-                            capture_output=True, timeout=300, preexec_fn=small_files)
+                            capture_output=True, timeout=600, preexec_fn=small_files)
     message = one_line_error(result)
     assert result.returncode == 1 and "cannot write" in message and "File too large" in message, message
     assert not out.exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import io
 import os
-import re
 import shutil
 import sys
 import tempfile

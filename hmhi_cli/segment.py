@@ -28,12 +28,11 @@ from hmhi_cli.inference import (
     SegmentedFrame,
     Segmenter,
     StageTimes,
-    binarize,
     load_segmentation_weights,
     resolve_device,
-    to_uint8,
 )
 from hmhi_cli.interrupt import raise_if_stopped
+from hmhi_cli.matte import FrameMatte, MatteSettings
 from hmhi_cli.model import HMHINet
 from hmhi_cli.output_folder import OutputFolder
 from hmhi_cli.pipeline import Worker, run_ahead
@@ -84,6 +83,8 @@ class SegmentOptions:
     fps: float | None = None
     audio: bool = True
     """Keep the source's sound in ``overlay.mp4`` and ``composite.mp4``."""
+    matte: MatteSettings = field(default_factory=MatteSettings)
+    """The matte of the alpha outputs and the composite (see :mod:`hmhi_cli.matte`)."""
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.outputs if kind not in OUTPUT_KINDS]
@@ -168,6 +169,8 @@ def run_warnings(options: SegmentOptions, source: FrameSource, streaming: bool =
         warnings.append("--lossless has no effect without --save mask-video")
     if options.background and "alpha" not in options.outputs:
         warnings.append("--background has no effect without --save alpha")
+    if options.matte != MatteSettings() and "alpha" not in options.outputs:
+        warnings.append("--matte, --choke, --feather and --invert have no effect without --save alpha")
     if options.fps is not None and not isinstance(source, ImageFolderSource):
         warnings.append("--fps has no effect on a video input: videos keep their own timing")
     if not options.audio and (streaming or not carries_audio(options)):
@@ -267,7 +270,7 @@ class SegmentationEngine:
 
                 def open_outputs(stack: contextlib.ExitStack) -> FrameWriter:
                     writers = _open_writers(stack, staged, source)
-                    return lambda frame, probability: _write_frame(writers, frame, probability, options.threshold,
+                    return lambda frame, probability: _write_frame(writers, frame, self._matte(frame, probability),
                                                                    self.background)
 
                 count, startup, times = self._run(source, open_outputs, started, on_start, on_frame)
@@ -296,11 +299,14 @@ class SegmentationEngine:
             def open_outputs(stack: contextlib.ExitStack) -> FrameWriter:
                 writer = stack.enter_context(StreamVideoWriter.for_source(output, source, channels=channels, label=label))
                 return lambda frame, probability: writer.write(
-                    _stream_image(kind, frame, probability, options.threshold, self.background),
+                    _stream_image(kind, frame, self._matte(frame, probability), self.background),
                     pts=frame.pts, duration=frame.duration)
 
             count, startup, times = self._run(source, open_outputs, started, on_start, on_frame)
         return self._result(source, count, {kind: label}, started, startup, times, None)
+
+    def _matte(self, frame: Frame, probability: np.ndarray) -> FrameMatte:
+        return FrameMatte(probability, frame.rgb, self.options.matte, self.options.threshold)
 
     def _run(self, source: FrameSource, open_outputs: Callable[[contextlib.ExitStack], FrameWriter], started: float,
              on_start: OnStart | None, on_frame: OnFrame | None) -> tuple[int, float, StageTimes]:
@@ -393,16 +399,13 @@ def _warn(on_warning: OnMessage | None, messages: list[str]) -> None:
             on_warning(message)
 
 
-def _stream_image(kind: str, frame: Frame, probability: np.ndarray, threshold: float,
-                  background: Background | None) -> np.ndarray:
+def _stream_image(kind: str, frame: Frame, matte: FrameMatte, background: Background | None) -> np.ndarray:
     """The frame that ``-o -`` streams for an output kind."""
     if kind == "probs":
-        return to_uint8(probability)
+        return matte.soft
     if kind == "alpha":
-        soft = to_uint8(probability)
-        return composite(frame.rgb, soft, background) if background else np.dstack([frame.rgb, soft])
-    mask = binarize(probability, threshold)
-    return overlay(frame.rgb, mask) if kind == "overlay" else mask
+        return composite(frame.rgb, matte.alpha, background) if background else np.dstack([frame.rgb, matte.alpha])
+    return overlay(frame.rgb, matte.mask) if kind == "overlay" else matte.mask
 
 
 def _open_writers(stack: contextlib.ExitStack, paths: dict[str, Path], source: FrameSource) -> dict:
@@ -423,22 +426,20 @@ def _open_writers(stack: contextlib.ExitStack, paths: dict[str, Path], source: F
     return writers
 
 
-def _write_frame(writers: dict, frame: Frame, probability: np.ndarray, threshold: float, background) -> None:
-    mask = binarize(probability, threshold)
-    soft = to_uint8(probability)
+def _write_frame(writers: dict, frame: Frame, matte: FrameMatte, background) -> None:
     timing = dict(pts=frame.pts, duration=frame.duration)
     if "masks" in writers:
-        writers["masks"].write(frame.index, mask)
+        writers["masks"].write(frame.index, matte.mask)
     if "probs" in writers:
-        writers["probs"].write(frame.index, soft)
+        writers["probs"].write(frame.index, matte.soft)
     if "mask_video" in writers:
-        writers["mask_video"].write(mask, **timing)
+        writers["mask_video"].write(matte.mask, **timing)
     if "alpha_png" in writers:
-        writers["alpha_png"].write(frame.index, np.dstack([frame.rgb, soft]))
+        writers["alpha_png"].write(frame.index, np.dstack([frame.rgb, matte.alpha]))
     for kind in ("alpha_webm", "alpha_mov"):
         if kind in writers:
-            writers[kind].write(frame.rgb, soft, **timing)
+            writers[kind].write(frame.rgb, matte.alpha, **timing)
     if "composite" in writers:
-        writers["composite"].write(composite(frame.rgb, soft, background), **timing)
+        writers["composite"].write(composite(frame.rgb, matte.alpha, background), **timing)
     if "overlay" in writers:
-        writers["overlay"].write(frame.rgb, mask, **timing)
+        writers["overlay"].write(frame.rgb, matte.mask, **timing)

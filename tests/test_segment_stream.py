@@ -38,7 +38,7 @@ def read_png(path: Path) -> np.ndarray:
 def test_alpha_and_mask_streams_carry_the_exact_maps_and_the_source_timing(clip, tiny_weights, tmp_path):
     folder = tmp_path / "out"
     reference = run("segment", str(clip), "-o", str(folder), "--weights", str(tiny_weights), "--flow", "dis",
-                    "--save", "masks,probs", "-q")
+                    "--save", "masks,alpha", "-q")
     assert reference.returncode == 0, reference.stderr.decode()
 
     alpha = subprocess.run(segment_args(clip, tiny_weights, "--save", "alpha", "-q"), capture_output=True, timeout=600)
@@ -51,8 +51,8 @@ def test_alpha_and_mask_streams_carry_the_exact_maps_and_the_source_timing(clip,
         source_rgb = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     for index, frame in enumerate(frames):
         rgba = frame.to_ndarray(format="rgba")
-        probs = read_png(folder / "probs" / f"{index:05d}.png")
-        assert np.abs(rgba[..., 3].astype(int) - probs).max() <= 1, index
+        matte = read_png(folder / "alpha" / f"{index:05d}.png")[..., 3]
+        assert np.abs(rgba[..., 3].astype(int) - matte).max() <= 1, index
         assert np.abs(rgba[..., :3].astype(int) - source_rgb[index]).max() <= 2, index
 
     mask = subprocess.run(segment_args(clip, tiny_weights), capture_output=True, timeout=600)

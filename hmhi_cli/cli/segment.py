@@ -31,10 +31,12 @@ if TYPE_CHECKING:
 
 Warn = Callable[[str], None]
 
-SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (soft PNG), mask-video "
-             "(mask.mp4, or mask.mkv with --lossless), alpha (RGBA PNGs + alpha.webm + alpha.mov, or "
-             "composite.mp4 with --background), overlay (overlay.mp4). Default: masks,mask-video; "
+SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (the raw soft map, PNG), mask-video "
+             "(mask.mp4, or mask.mkv with --lossless), alpha (RGBA PNGs + alpha.webm + alpha.mov with the --matte, "
+             "or composite.mp4 with --background), overlay (overlay.mp4). Default: masks,mask-video; "
              "with -o -, one of them (default mask-video).")
+MATTE_HELP = ("Matte of the alpha outputs and the composite: refined (opaque object, clear background, "
+              "edges refined on the frame), soft (the model's raw soft map) or hard (the mask, 0/255).")
 SOURCES_HELP = ("Video files, folders of images (one video each), folders of videos (each of their videos), "
                 "or - for a video on stdin.")
 OUT_HELP = ("Output folder; with several videos, one subfolder per video (named after its file). "
@@ -59,6 +61,10 @@ def register(app: typer.Typer) -> None:
         memory_limit: int = typer.Option(None, "--memory-limit", help="Frames kept in memory, at least 1 (default: the weights')."),
         lossless: bool = typer.Option(False, "--lossless", help="Write mask.mkv (FFV1) instead of mask.mp4."),
         background: str = typer.Option(None, "--background", help="Colour (green, #00ff00, 0,255,0) or image: composite instead of alpha."),
+        matte: str = typer.Option("refined", "--matte", help=MATTE_HELP),
+        choke: int = typer.Option(0, "--choke", metavar="PX", help="Erode the matte by PX pixels (negative: expand it), up to 200."),
+        feather: int = typer.Option(0, "--feather", metavar="PX", help="Blur the matte's edge over PX pixels each side, up to 200."),
+        invert: bool = typer.Option(False, "--invert", help="Invert the matte: the background opaque, the object clear."),
         fps: float = typer.Option(None, "--fps", help="Frame rate of an image-folder input, 0.01 to 1000 (default 25)."),
         no_audio: bool = typer.Option(False, "--no-audio", help="Leave the source's sound out of overlay.mp4 and composite.mp4."),
         shard: str = typer.Option("0/1", "--shard", help="Do only shard i of n (0-based, e.g. 0/4) of the sorted videos: every n-th from the i-th."),
@@ -69,6 +75,7 @@ def register(app: typer.Typer) -> None:
         """Cut the main moving object out of videos: masks, soft maps, mask video, mattes, overlay."""
         from hmhi_cli.batch import is_batch
         from hmhi_cli.flow import parse_shard
+        from hmhi_cli.matte import MatteSettings
         from hmhi_cli.runtime import share_cores_between_stages
         from hmhi_cli.segment import DEFAULT_OUTPUTS, SegmentationEngine, SegmentOptions
 
@@ -83,6 +90,7 @@ def register(app: typer.Typer) -> None:
             memory_limit=memory_limit, threshold=threshold, device=device.value, precision=precision.value,
             flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless, background=background,
             overwrite=overwrite, fps=fps, audio=not no_audio,
+            matte=MatteSettings(kind=matte, choke=choke, feather=feather, invert=invert),
         )
         shard_index, shard_count = parse_shard(shard)
         if streaming or as_json:

@@ -20,6 +20,7 @@ from hmhi_cli.data.layouts import load_dataset
 from hmhi_cli.errors import InputError, WeightsError
 from hmhi_cli.flow import FlowEstimator, flow_targets, model_flow_images
 from hmhi_cli.flow import resolve_device as resolve_device_name
+from hmhi_cli.matte import refine
 from hmhi_cli.model import HMHINet
 from hmhi_cli.model.inputs import logits_to_probability, to_model_input
 from hmhi_cli.pipeline import run_ahead
@@ -151,21 +152,12 @@ class Segmenter:
             yield SegmentedFrame(index, rgb, flow_rgb, probability)
 
 
-def binarize(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """HxW probability -> HxW uint8 mask, 255 where probability > threshold."""
-    return np.where(probability > threshold, 255, 0).astype(np.uint8)
-
-
-def to_uint8(probability: np.ndarray) -> np.ndarray:
-    """HxW probability in [0, 1] -> HxW uint8 0..255."""
-    return np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)
-
-
 def segment_dataset(net: HMHINet, root: str | Path, out_dir: Path, size: int, estimator: FlowEstimator | None,
                     sequences: list[str] | None = None, flow_root: Path | None = None,
                     device: torch.device | None = None, precision: str = "fp32",
                     on_frame: Callable[[str, int, int], None] | None = None) -> StageTimes:
-    """Write ``out_dir/<seq>/<frame>.png`` soft maps (probability x 255) for every sequence of a dataset.
+    """Write ``out_dir/<seq>/<frame>.png`` refined mattes (:func:`hmhi_cli.matte.refine`: what the masks and
+    the alpha of ``hmhi segment`` come from) for every sequence of a dataset.
 
     Sequences whose maps all exist already are skipped, so an interrupted run resumes.
     ``flow_root`` (the ``--out`` of ``hmhi flow precompute``) supplies precomputed flow images
@@ -182,7 +174,7 @@ def segment_dataset(net: HMHINet, root: str | Path, out_dir: Path, size: int, es
             paths = [_precomputed_flow(sequence, frame, flow_root) for frame in sequence.frames]
             flows = (read_image(path) for path in paths)
         for result in segmenter.run(run_ahead(segmenter.pairs(frames, flows))):
-            write_png(targets[result.index], to_uint8(result.probability))
+            write_png(targets[result.index], refine(result.probability, result.rgb))
             if on_frame:
                 on_frame(sequence.name, result.index + 1, len(targets))
     return segmenter.times

@@ -1,13 +1,14 @@
 """Prediction folders that ``hmhi eval --weights`` segments a dataset into: resumed, never mixed.
 
-A folder holds ``<sequence>/<frame>.png`` soft maps and :data:`MANIFEST_NAME`, a JSON record of
-the settings that produced them (weights file name and SHA-256, input size, flow, precision) and
-of the sequences finished so far. Each sequence is segmented into a hidden staging folder and
-moved into place only when complete, so an error or Ctrl-C leaves the finished sequences and
-nothing half-done. A later run with the same settings resumes after the finished sequences. A
-folder written with other settings, or holding files without a manifest, is refused unless
-``overwrite``, which first removes the predictions to be replaced: the sequences the earlier
-manifest lists and those about to be segmented.
+A folder holds ``<sequence>/<frame>.png`` refined mattes (what ``hmhi segment``'s masks and alpha
+come from) and :data:`MANIFEST_NAME`, a JSON record of the settings that produced them (weights
+file name and SHA-256, input size, flow, precision, kind of map) and of the sequences finished so
+far. Each sequence is segmented into a hidden staging folder and moved into place only when
+complete, so an error or Ctrl-C leaves the finished sequences and nothing half-done. A later run
+with the same settings resumes after the finished sequences. A folder written with other
+settings (raw soft maps of an earlier version included), or holding files without a manifest,
+is refused unless ``overwrite``, which first removes the predictions to be replaced: the
+sequences the earlier manifest lists and those about to be segmented.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ class PredictionSettings:
     input_size: int
     flow: str  # backend name, or "precomputed"
     precision: str
+    maps: str = "refined"
+    """``refined`` mattes; ``soft`` (the raw soft maps) in folders written before the mattes were refined."""
 
     def describe(self) -> str:
         digest = self.weights_sha256[:12]
-        return f"{self.weights} (sha256 {digest}), input {self.input_size}, flow {self.flow}, {self.precision}"
+        return (f"{self.weights} (sha256 {digest}), input {self.input_size}, flow {self.flow}, {self.precision}, "
+                f"{self.maps} maps")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ def read_manifest(folder: str | os.PathLike) -> Manifest | None:
     """The folder's manifest; None when it is absent or unreadable."""
     try:
         data = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
-        return Manifest(PredictionSettings(**data["settings"]), [str(name) for name in data["finished"]])
+        settings = PredictionSettings(**{"maps": "soft", **data["settings"]})  # before "maps", maps were soft
+        return Manifest(settings, [str(name) for name in data["finished"]])
     except (OSError, ValueError, TypeError, KeyError):
         return None
 

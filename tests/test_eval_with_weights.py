@@ -10,9 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
+from hmhi_cli.evaluation import FOREGROUND_THRESHOLD
 from hmhi_cli.model import build_model
 from hmhi_cli.weights import save_weights
 from test_segment import one_line_error
@@ -154,3 +157,37 @@ def test_an_error_leaves_finished_sequences_only_and_the_run_resumes(tmp_path):
     assert snapshot(pred / "blackswan") == finished_before
     assert sorted(path.name for path in (pred / "dog").iterdir()) == [f"{index:05d}.png" for index in range(6)]
     assert not json.loads(resumed.stdout)["missing"]
+
+
+def test_eval_scores_the_masks_segment_writes(tmp_path):
+    """``hmhi segment``'s masks are exactly the foreground ``hmhi eval --weights`` scores."""
+    weights = tiny_weights(tmp_path / "tiny.safetensors", 0)
+    root = small_davis(tmp_path / "davis", frames=4)
+    pred = tmp_path / "pred"
+    assert eval_into(root, weights, pred).returncode == 0
+    out = tmp_path / "segmented"
+    frames = root / "JPEGImages" / "480p" / "dog"
+    result = hmhi("segment", str(frames), "-o", str(out), "--weights", str(weights), "--flow", "dis", "--save", "masks",
+                  "-q")
+    assert result.returncode == 0, result.stderr
+    masks, mattes = sorted((out / "masks").glob("*.png")), sorted((pred / "dog").glob("*.png"))
+    assert len(masks) == len(mattes) == 4
+    for mask, matte in zip(masks, mattes):
+        scored = cv2.imread(str(matte), cv2.IMREAD_GRAYSCALE) > FOREGROUND_THRESHOLD
+        np.testing.assert_array_equal(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE), np.where(scored, 255, 0))
+
+
+def test_predictions_of_raw_soft_maps_are_not_resumed_as_refined(tmp_path):
+    """A folder of an earlier version (raw soft maps, no "maps" in its manifest) is not mixed with refined mattes."""
+    weights = tiny_weights(tmp_path / "tiny.safetensors", 0)
+    root, pred = small_davis(tmp_path / "davis", frames=3), tmp_path / "pred"
+    assert eval_into(root, weights, pred).returncode == 0
+    manifest_path = pred / "hmhi-predictions.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["settings"]["maps"] == "refined"
+    del manifest["settings"]["maps"]  # what earlier versions wrote beside their raw soft maps
+    manifest_path.write_text(json.dumps(manifest))
+    message = one_line_error(eval_into(root, weights, pred))
+    assert "soft maps" in message and "--overwrite" in message
+    assert eval_into(root, weights, pred, "--overwrite").returncode == 0
+    assert json.loads(manifest_path.read_text())["settings"]["maps"] == "refined"

@@ -410,10 +410,11 @@ class FlowFrame(NamedTuple):
     flow_raw: np.ndarray  # HxWx2 float32 (dx, dy) in pixels
 
 
-def flow_partners(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def flow_partners(frames: Iterable[np.ndarray],
+                  after_last: Callable[[], np.ndarray | None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """Each frame in order with the frame its flow goes to: the next one, for the last frame the
-    previous one, None for a one-frame video. Reads one frame ahead, so memory does not grow
-    with the video length."""
+    one ``after_last()`` gives (the frame after a part of a video), else the previous one, None
+    for a one-frame video. Reads one frame ahead, so memory does not grow with the video length."""
     iterator = iter(frames)
     current = next(iterator, None)
     if current is None:
@@ -422,7 +423,8 @@ def flow_partners(frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np
     for following in iterator:
         yield current, following
         previous, current = current, following
-    yield current, previous
+    following = after_last() if after_last else None
+    yield current, previous if following is None else following
 
 
 def flow_images(frames: Iterable[np.ndarray], estimator: FlowEstimator) -> Iterator[FlowFrame]:
@@ -437,10 +439,11 @@ def flow_images(frames: Iterable[np.ndarray], estimator: FlowEstimator) -> Itera
         yield FlowFrame(frame, flow_to_rgb(flow), flow)
 
 
-def model_flow_images(frames: Iterable[np.ndarray], estimator: FlowEstimator,
-                      size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield each frame with its flow image as the model sees it (:meth:`FlowEstimator.flow_image`)."""
-    for frame, partner in flow_partners(frames):
+def model_flow_images(frames: Iterable[np.ndarray], estimator: FlowEstimator, size: int,
+                      after_last: Callable[[], np.ndarray | None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield each frame with its flow image as the model sees it (:meth:`FlowEstimator.flow_image`);
+    ``after_last`` as in :func:`flow_partners`."""
+    for frame, partner in flow_partners(frames, after_last):
         yield frame, estimator.flow_image(frame, partner, size)
 
 

@@ -107,9 +107,11 @@ class Segmenter:
         self.net = self.net.to(self.device).eval()
         self._autocast = autocast(self.device, self.precision)
 
-    def pairs(self, frames: Iterable[np.ndarray], flows: Iterable[np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def pairs(self, frames: Iterable[np.ndarray], flows: Iterable[np.ndarray] | None = None,
+              after_last: Callable[[], np.ndarray | None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Each frame (RGB uint8 HxWx3) with its flow image: estimated (flow from t to t+1, on the model's S x S grid), or
-        taken from ``flows`` (precomputed flow images, one per frame)."""
+        taken from ``flows`` (precomputed flow images, one per frame). ``after_last()``, asked once
+        ``frames`` ends, gives the frame that follows the last one (part of a video), if any."""
         if flows is not None:
             frames, flows = iter(frames), iter(flows)
             for index, (frame, flow) in enumerate(itertools.zip_longest(frames, flows)):
@@ -120,7 +122,7 @@ class Segmenter:
                                      f"{frame_count} frames vs {flow_count} flow images")
                 yield frame, flow
             return
-        iterator = iter(model_flow_images(frames, self.estimator, self.size))
+        iterator = iter(model_flow_images(frames, self.estimator, self.size, after_last))
         while True:
             start = time.perf_counter()
             item = next(iterator, None)

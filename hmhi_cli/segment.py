@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ from hmhi_cli.video import (
     parse_background,
     read_image,
 )
+from hmhi_cli.video.trim import Trim, TrimmedSource
 from hmhi_cli.weights import MAX_INPUT_SIZE, WeightsInfo
 
 OUTPUT_KINDS = ("masks", "probs", "mask-video", "alpha", "overlay")
@@ -85,6 +87,8 @@ class SegmentOptions:
     """Keep the source's sound in ``overlay.mp4`` and ``composite.mp4``."""
     matte: MatteSettings = field(default_factory=MatteSettings)
     """The matte of the alpha outputs and the composite (see :mod:`hmhi_cli.matte`)."""
+    trim: Trim | None = None
+    """The part of each video to segment (see :mod:`hmhi_cli.video.trim`); None: all of it."""
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.outputs if kind not in OUTPUT_KINDS]
@@ -100,6 +104,9 @@ class SegmentOptions:
         low, high = FPS_RANGE
         if self.fps is not None and not low <= self.fps <= high:
             raise InputError(f"--fps must be from {low:g} to {high:g} frames per second, got {self.fps}")
+        if self.trim is not None and self.flow_dir is not None:
+            raise InputError("--flow-dir holds the flow of a whole video: it cannot be combined with "
+                             "--start, --duration or --frames")
 
 
 @dataclass
@@ -193,6 +200,8 @@ STREAM_CHANNELS = {"masks": 1, "mask-video": 1, "probs": 1, "alpha": 4, "overlay
 OnStart = Callable[[int | None, float | None], None]
 OnFrame = Callable[[int], None]
 OnMessage = Callable[[str], None]
+OnFinish = Callable[[str], None]
+"""Called with the names of the outputs being finished once the last frame is segmented."""
 FrameWriter = Callable[[Frame, np.ndarray], None]
 
 
@@ -247,9 +256,20 @@ class SegmentationEngine:
         """Final paths of every output a run into ``out_dir`` writes."""
         return planned_outputs(Path(out_dir), self.options.outputs, self.options.lossless, self.options.background)
 
+    def open(self, source_spec: str | Path, on_warning: OnMessage | None = None,
+             streaming: bool = False) -> FrameSource:
+        """The input with these options' frame rate and trim, after warning of options it ignores."""
+        source = open_source(source_spec, fps=self.options.fps)
+        try:
+            _warn(on_warning, run_warnings(self.options, source, streaming))
+            return source if self.options.trim is None else TrimmedSource(source, self.options.trim)
+        except BaseException:
+            source.close()
+            raise
+
     def segment(self, source_spec: str | Path, out_dir: str | Path, on_start: OnStart | None = None,
                 on_frame: OnFrame | None = None, on_warning: OnMessage | None = None,
-                notes: Mapping[str, dict] | None = None) -> SegmentResult:
+                notes: Mapping[str, dict] | None = None, on_finish: OnFinish | None = None) -> SegmentResult:
         """Segment one video into ``out_dir``; return what was written. See :func:`segment_video`.
 
         ``notes`` maps hidden file names to data written there as JSON with the outputs (such as
@@ -257,9 +277,8 @@ class SegmentationEngine:
         """
         options = self.options
         started = time.perf_counter()
-        source = open_source(source_spec, fps=options.fps)
+        source = self.open(source_spec, on_warning)
         with source:
-            _warn(on_warning, run_warnings(options, source))
             paths = self.planned_outputs(out_dir)
             with OutputFolder(out_dir) as folder:
                 existing = [str(path) for path in paths.values() if os.path.lexists(path)]
@@ -273,7 +292,9 @@ class SegmentationEngine:
                     return lambda frame, probability: _write_frame(writers, frame, self._matte(frame, probability),
                                                                    self.background)
 
-                count, startup, times = self._run(source, open_outputs, started, on_start, on_frame)
+                finishing = ", ".join(path.name for path in paths.values())
+                count, startup, times = self._run(source, open_outputs, started, on_start, on_frame,
+                                                  lambda: on_finish and on_finish(finishing))
                 audio = self._keep_audio(source, staged, on_warning)
                 note_paths = [folder.stage_note(name, data) for name, data in (notes or {}).items()]
                 raise_if_stopped()
@@ -282,7 +303,8 @@ class SegmentationEngine:
                             times, audio)
 
     def stream(self, source_spec: str | Path, output: BinaryIO, label: str = "stdout", on_start: OnStart | None = None,
-               on_frame: OnFrame | None = None, on_warning: OnMessage | None = None) -> SegmentResult:
+               on_frame: OnFrame | None = None, on_warning: OnMessage | None = None,
+               on_finish: OnFinish | None = None) -> SegmentResult:
         """Segment one video into ``output`` as one lossless video (:class:`StreamVideoWriter`); return
         what was written. See :func:`segment_to_stream`."""
         options = self.options
@@ -292,9 +314,8 @@ class SegmentationEngine:
         kind = options.outputs[0]
         channels = 3 if kind == "alpha" and self.background else STREAM_CHANNELS[kind]
         started = time.perf_counter()
-        source = open_source(source_spec, fps=options.fps)
+        source = self.open(source_spec, on_warning, streaming=True)
         with source:
-            _warn(on_warning, run_warnings(options, source, streaming=True))
 
             def open_outputs(stack: contextlib.ExitStack) -> FrameWriter:
                 writer = stack.enter_context(StreamVideoWriter.for_source(output, source, channels=channels, label=label))
@@ -302,43 +323,49 @@ class SegmentationEngine:
                     _stream_image(kind, frame, self._matte(frame, probability), self.background),
                     pts=frame.pts, duration=frame.duration)
 
-            count, startup, times = self._run(source, open_outputs, started, on_start, on_frame)
+            count, startup, times = self._run(source, open_outputs, started, on_start, on_frame,
+                                              lambda: on_finish and on_finish(label))
         return self._result(source, count, {kind: label}, started, startup, times, None)
 
     def _matte(self, frame: Frame, probability: np.ndarray) -> FrameMatte:
         return FrameMatte(probability, frame.rgb, self.options.matte, self.options.threshold)
 
     def _run(self, source: FrameSource, open_outputs: Callable[[contextlib.ExitStack], FrameWriter], started: float,
-             on_start: OnStart | None, on_frame: OnFrame | None) -> tuple[int, float, StageTimes]:
+             on_start: OnStart | None, on_frame: OnFrame | None,
+             finishing: Callable[[], object]) -> tuple[int, float, StageTimes]:
         """Decode, segment and write every frame of ``source``; return the frame count, the seconds
-        from ``started`` to the first frame and the time spent per stage."""
+        from ``started`` to the first frame and the time spent per stage. ``finishing()`` is called
+        once the last frame is segmented, before the encoders drain and close."""
         model = self.load()
         segmenter = Segmenter(model.net, model.estimator, model.size, model.device, self.options.precision)
         if on_start:
             on_start(source.frame_count, source.duration_seconds)
-        timing: dict[int, Frame] = {}
+        pending: deque[Frame] = deque()  # decoded frames awaiting their result, in order
 
         def frames() -> Iterator[np.ndarray]:
             for frame in source:
-                timing[frame.index] = frame
+                pending.append(frame)
                 yield frame.rgb
 
         def write(result: SegmentedFrame) -> None:
             start = time.perf_counter()
-            write_frame(timing.pop(result.index), result.probability)
+            write_frame(pending.popleft(), result.probability)
             segmenter.times.encode += time.perf_counter() - start
             if on_frame:
                 on_frame(result.index + 1)
 
         flows = _precomputed_flows(self.options.flow_dir) if self.options.flow_dir else None
+        after_last = source.next_rgb if isinstance(source, TrimmedSource) else None
         with contextlib.ExitStack() as stack:
             write_frame = open_outputs(stack)
             encoder = stack.enter_context(Worker(write, name="hmhi-encode"))
             startup = time.perf_counter() - started
-            for result in segmenter.run(run_ahead(segmenter.pairs(frames(), flows), name="hmhi-decode-flow")):
+            pairs = segmenter.pairs(frames(), flows, after_last=after_last)
+            for result in segmenter.run(run_ahead(pairs, name="hmhi-decode-flow")):
                 encoder.submit(result)
             if segmenter.times.frames == 0:
                 raise InputError(f"{source.label}: no frames decoded")
+            finishing()
         return segmenter.times.frames, startup, segmenter.times
 
     def _keep_audio(self, source: FrameSource, staged: dict[str, Path], on_warning: OnMessage | None) -> str | None:
@@ -347,10 +374,11 @@ class SegmentationEngine:
         if not (self.options.audio and source.audio_codec and source.rewindable):
             return None
         done = None
+        start = source.offset_seconds if isinstance(source, TrimmedSource) else None
         for kind in ("overlay", "composite"):
             if kind in staged:
                 with source.reopen() as audio_input:
-                    done = add_audio(staged[kind], audio_input, source.label, on_warning)
+                    done = add_audio(staged[kind], audio_input, source.label, on_warning, start_seconds=start)
         return done
 
     def _result(self, source: FrameSource, count: int, outputs: dict[str, str], started: float, startup: float,

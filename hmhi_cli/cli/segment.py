@@ -39,6 +39,8 @@ MATTE_HELP = ("Matte of the alpha outputs and the composite: refined (opaque obj
               "edges refined on the frame), soft (the model's raw soft map) or hard (the mask, 0/255).")
 SOURCES_HELP = ("Video files, folders of images (one video each), folders of videos (each of their videos), "
                 "or - for a video on stdin.")
+START_HELP = ("Begin at the first frame shown at or after SECONDS (ffmpeg's -ss): outputs are rebased to start at 0, "
+              "PNGs keep the source's frame numbers. Image folders are timed by --fps.")
 OUT_HELP = ("Output folder; with several videos, one subfolder per video (named after its file). "
             "- streams one video to stdout (FFV1 in Matroska).")
 BATCH_FAILED = 1
@@ -66,6 +68,9 @@ def register(app: typer.Typer) -> None:
         feather: int = typer.Option(0, "--feather", metavar="PX", help="Blur the matte's edge over PX pixels each side, up to 200."),
         invert: bool = typer.Option(False, "--invert", help="Invert the matte: the background opaque, the object clear."),
         fps: float = typer.Option(None, "--fps", help="Frame rate of an image-folder input, 0.01 to 1000 (default 25)."),
+        start: float = typer.Option(None, "--start", metavar="SECONDS", help=START_HELP),
+        duration: float = typer.Option(None, "--duration", metavar="SECONDS", help="Segment this many seconds from the start (ffmpeg's -t)."),
+        frames: int = typer.Option(None, "--frames", metavar="N", help="Segment at most N frames (ffmpeg's -frames:v)."),
         no_audio: bool = typer.Option(False, "--no-audio", help="Leave the source's sound out of overlay.mp4 and composite.mp4."),
         shard: str = typer.Option("0/1", "--shard", help="Do only shard i of n (0-based, e.g. 0/4) of the sorted videos: every n-th from the i-th."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (a link is replaced, not followed); in a batch, redo videos already done."),
@@ -78,6 +83,7 @@ def register(app: typer.Typer) -> None:
         from hmhi_cli.matte import MatteSettings
         from hmhi_cli.runtime import share_cores_between_stages
         from hmhi_cli.segment import DEFAULT_OUTPUTS, SegmentationEngine, SegmentOptions
+        from hmhi_cli.video.trim import Trim
 
         if not out:
             raise InputError("-o/--out is empty (an unset variable?): give an output folder, or - for stdout")
@@ -91,6 +97,7 @@ def register(app: typer.Typer) -> None:
             flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless, background=background,
             overwrite=overwrite, fps=fps, audio=not no_audio,
             matte=MatteSettings(kind=matte, choke=choke, feather=feather, invert=invert),
+            trim=Trim.from_options(start, duration, frames),
         )
         shard_index, shard_count = parse_shard(shard)
         if streaming or as_json:

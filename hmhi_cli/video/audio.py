@@ -50,7 +50,7 @@ class _ChannelOrder:
 
 
 def add_audio(video_path: Path, audio_input: av.container.InputContainer, label: str,
-              on_warning: Callable[[str], None] | None = None) -> str | None:
+              on_warning: Callable[[str], None] | None = None, start_seconds: Fraction | None = None) -> str | None:
     """Rewrite the MP4 ``video_path``, in place and atomically, with the first audio stream of
     ``audio_input`` (``label`` names it in messages) beside its video; return what was done,
     ``"aac copied"`` or ``"pcm_s16le re-encoded to aac"``, or None when a channel layout that
@@ -58,8 +58,11 @@ def add_audio(video_path: Path, audio_input: av.container.InputContainer, label:
 
     The video packets are copied. The audio keeps its timestamps, so it stays in sync with a
     video that kept the source's, and stops where the video ends. Channels in a custom order
-    are put in FFmpeg's native order and re-encoded.
+    are put in FFmpeg's native order and re-encoded. ``start_seconds``: the video is part of the
+    source, rebased to start at 0, from this source time on; the sound before it is left out
+    (whole packets, up to one audio frame of about 20 ms) and the rest moved as much earlier.
     """
+    shift = Fraction(0) if start_seconds is None else Fraction(start_seconds)
     source_audio = audio_input.streams.audio[0]
     context = source_audio.codec_context
     codec = context.name if context else "unknown"
@@ -77,13 +80,13 @@ def add_audio(video_path: Path, audio_input: av.container.InputContainer, label:
             video_out = output.add_stream_from_template(source_video)
             if copy:
                 audio_out = output.add_stream_from_template(source_audio)
-                audio_packets = _copied(audio_input, source_audio, audio_out, video_end)
+                audio_packets = _copied(audio_input, source_audio, audio_out, video_end, shift)
             else:
                 if context is None:
                     raise OutputError(f"cannot keep the audio of {label}: no decoder for its codec; "
                                       "--no-audio leaves it out")
                 audio_out = _aac_stream(output, context.sample_rate, order.channels)
-                audio_packets = _reencoded(audio_input, source_audio, audio_out, video_end, order)
+                audio_packets = _reencoded(audio_input, source_audio, audio_out, video_end, order, shift)
             for _, _, packet in heapq.merge(_timed(_copied(video_input, source_video, video_out)),
                                             _timed(audio_packets), key=lambda item: item[:2]):
                 output.mux(packet)
@@ -101,11 +104,17 @@ def _end_seconds(container: av.container.InputContainer, stream: av.video.stream
 
 
 def _copied(container: av.container.InputContainer, stream: av.stream.Stream, target: av.stream.Stream,
-            end_seconds: float = float("inf")) -> Iterator[av.Packet]:
-    """The packets of ``stream`` that start before ``end_seconds``, retargeted at ``target``."""
+            end_seconds: float = float("inf"), shift: Fraction = Fraction(0)) -> Iterator[av.Packet]:
+    """The packets of ``stream`` that start before ``end_seconds`` on the video's timeline, which
+    starts ``shift`` seconds into the source (the packets before that are left out), retargeted at ``target``."""
+    offset = round(shift / stream.time_base)
     for packet in container.demux(stream):
-        if packet.pts is None or packet.pts * stream.time_base >= end_seconds:
+        if packet.pts is None or packet.pts < offset or (packet.pts - offset) * stream.time_base >= end_seconds:
             continue
+        if offset:
+            packet.pts -= offset
+            if packet.dts is not None:
+                packet.dts -= offset
         packet.stream = target
         yield packet
 
@@ -141,12 +150,19 @@ def _aac_stream(output: av.container.OutputContainer, sample_rate: int, channels
 
 
 def _reencoded(container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
-               target: av.audio.stream.AudioStream, end_seconds: float, order: _ChannelOrder) -> Iterator[av.Packet]:
+               target: av.audio.stream.AudioStream, end_seconds: float, order: _ChannelOrder,
+               shift: Fraction = Fraction(0)) -> Iterator[av.Packet]:
     """``stream`` decoded, its channels put in ``order``, and encoded by ``target``'s AAC encoder,
-    the frames that start before ``end_seconds``."""
+    the frames that start before ``end_seconds`` on a timeline ``shift`` seconds into the source
+    (see :func:`_copied`)."""
     in_native_order = _NativeOrder(order)
     for packet in container.demux(stream):
         for frame in packet.decode():
+            if shift and frame.pts is not None:
+                offset = round(shift / frame.time_base)
+                if frame.pts < offset:
+                    continue
+                frame.pts -= offset
             if frame.pts is not None and frame.pts * frame.time_base >= end_seconds:
                 continue
             for native in in_native_order(frame):

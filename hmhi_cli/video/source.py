@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 import io
+import math
 import os
 import shutil
 import sys
@@ -20,6 +22,7 @@ import numpy as np
 
 from hmhi_cli.data.layouts import natural_sort_key as natural_key
 from hmhi_cli.errors import InputError
+from hmhi_cli.video.completeness import check_complete, check_pipe_complete
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 DEFAULT_IMAGE_FPS = Fraction(25)
@@ -63,6 +66,7 @@ class FrameSource(abc.ABC):
     ``is_vfr``: frame durations vary. ``rotation_degrees``: clockwise turn applied to stored frames.
     ``audio_codec``: codec of the first audio stream, None when there is none.
     ``rewindable``: the input can be read again (files and folders, not pipes).
+    ``start_pts``: the first frame's :attr:`Frame.pts`, where the video's time 0 lies.
     """
 
     name: str
@@ -77,10 +81,16 @@ class FrameSource(abc.ABC):
     rotation_degrees: int
     audio_codec: str | None = None
     rewindable: bool = True
+    start_pts: int = 0
 
     @abc.abstractmethod
     def __iter__(self) -> Iterator[Frame]:
         """Yield the frames in display order."""
+
+    def frames_from(self, seconds: Fraction) -> Iterator[Frame]:
+        """Every frame from ``seconds`` after the first frame on, in display order, with its index in
+        the whole video; it may begin with some earlier frames (which a caller skips by their time)."""
+        yield from self
 
     def close(self) -> None:
         """Release the open input, if any."""
@@ -234,7 +244,7 @@ class VideoSource(FrameSource):
         container, stream, frames = self._start()
         try:
             if size_and_head is not None:
-                _check_complete(*size_and_head, stream, label)
+                check_complete(*size_and_head, stream, label)
             first = next(frames, None)
             if first is None:
                 raise InputError(f"{label}: contains no video frames (empty or truncated file)")
@@ -246,6 +256,7 @@ class VideoSource(FrameSource):
             _chain_first(first, frames),
         )
         self.rotation_degrees = self._rotation
+        self.start_pts = first.pts
         self.height, self.width = first.rgb.shape[:2]
         self.time_base = Fraction(stream.time_base)
         self.fps = _stream_fps(stream)
@@ -317,7 +328,7 @@ class VideoSource(FrameSource):
                 ) from err
             if decoded is None:
                 if isinstance(self._file, _PipeReader):
-                    _check_pipe_complete(self._file, self.label)
+                    check_pipe_complete(self._file, self.label)
                 return
             if index == 0:
                 self._rotation = clockwise_rotation(decoded.rotation)
@@ -341,65 +352,57 @@ class VideoSource(FrameSource):
         finally:
             container.close()
 
-    def close(self) -> None:
+    def frames_from(self, seconds: Fraction) -> Iterator[Frame]:
+        """See :meth:`FrameSource.frames_from`. A file is entered by a seek to the keyframe before
+        ``seconds``, decoded from there; its frames' indices come from counting, without decoding,
+        the packets before that time. A pipe, or a seek that lands after the time, decodes from the start."""
+        if seconds <= 0 or not self.rewindable:
+            yield from self
+            return
+        target = self.start_pts + math.floor(seconds / self.time_base)
+        self._drop_pending()
+        first_index = self._frames_before(target)
+        container, stream, frames = self._start()
+        try:
+            try:
+                container.seek(target, stream=stream)
+            except av.FFmpegError:
+                landed = None
+            else:
+                landed = next(frames, None)
+            if landed is not None and landed.pts <= target:
+                index = first_index
+                for frame in _chain_first(landed, frames):
+                    if frame.pts >= target:
+                        yield dataclasses.replace(frame, index=index)
+                        index += 1
+                return
+        finally:
+            container.close()
+        yield from (frame for frame in self if frame.pts >= target)
+
+    def _frames_before(self, target_pts: int) -> int:
+        """How many frames are shown before ``target_pts``: the packets before it, read in decoding
+        order until their decoding time reaches it (no later packet can be shown earlier)."""
+        count = 0
+        with self.reopen() as container:
+            stream = _first_video_stream(container, self.label)
+            for packet in container.demux(stream):
+                if packet.dts is not None and packet.dts >= target_pts:
+                    break
+                if packet.pts is not None and packet.pts < target_pts and packet.size and not packet.is_discard:
+                    count += 1
+        return count
+
+    def _drop_pending(self) -> None:
         if self._pending is not None:
             self._pending[0].close()
             self._pending = None
+
+    def close(self) -> None:
+        self._drop_pending()
         if self._owns_file:
             self._file.close()
-
-
-def _check_complete(file_size: int, head: bytes, stream: av.video.stream.VideoStream, label: str) -> None:
-    """Raise InputError when a file of ``file_size`` bytes starting with ``head`` is shorter than its header says.
-
-    Demuxers stop quietly at the end of a cut file, so this is checked up front: MP4/MOV list
-    where every frame's bytes are; Matroska/WebM headers give the length of the whole segment.
-    """
-    entries = stream.index_entries
-    if stream.frames and len(entries) == stream.frames:
-        last = entries[len(entries) - 1]
-        if last.pos >= 0 and last.pos + last.size > file_size:
-            cut = next(i for i in range(len(entries)) if entries[i].pos + entries[i].size > file_size)
-            raise InputError(f"{label}: the file is truncated: frame {cut} of {len(entries)} is cut off")
-    segment_end = _matroska_segment_end(head)
-    if segment_end is not None and segment_end > file_size:
-        raise InputError(f"{label}: the file is truncated: {file_size} of {segment_end} bytes")
-
-
-def _check_pipe_complete(pipe: _PipeReader, label: str) -> None:
-    """Raise InputError when a piped Matroska/WebM stream ended before the segment its header announced."""
-    segment_end = _matroska_segment_end(pipe.head)
-    if segment_end is not None and segment_end > pipe.bytes_read:
-        raise InputError(f"{label}: the video is truncated: {pipe.bytes_read} of {segment_end} bytes arrived")
-
-
-def _matroska_segment_end(head: bytes) -> int | None:
-    """Byte offset where a Matroska/WebM segment ends, from the first bytes of the file; None if unknown."""
-
-    def vint(offset: int, keep_marker: bool) -> tuple[int, int, bool]:
-        """An EBML variable-length number: (value, next offset, all data bits set = unknown size)."""
-        length = 9 - head[offset].bit_length()
-        if not 1 <= length <= 8 or offset + length > len(head):
-            raise ValueError("bad EBML number")
-        value = int.from_bytes(head[offset : offset + length], "big")
-        data_mask = (1 << (7 * length)) - 1
-        if not keep_marker:
-            value &= data_mask
-        return value, offset + length, value == data_mask
-
-    try:
-        element, offset, _ = vint(0, keep_marker=True)
-        if element != 0x1A45DFA3:
-            return None
-        header_size, offset, _ = vint(offset, keep_marker=False)
-        offset += header_size
-        element, offset, _ = vint(offset, keep_marker=True)
-        if element != 0x18538067:
-            return None
-        segment_size, offset, unknown = vint(offset, keep_marker=False)
-    except (ValueError, IndexError):
-        return None
-    return None if unknown else offset + segment_size
 
 
 def _chain_first(first: Frame, rest: Iterator[Frame]) -> Iterator[Frame]:
@@ -473,7 +476,15 @@ class ImageFolderSource(FrameSource):
         self.rotation_degrees = 0
 
     def __iter__(self) -> Iterator[Frame]:
-        for index, path in enumerate(self.paths):
+        return self._frames(0)
+
+    def frames_from(self, seconds: Fraction) -> Iterator[Frame]:
+        """See :meth:`FrameSource.frames_from`: the images from the one at ``seconds`` (``--fps`` apart)."""
+        return self._frames(max(0, math.floor(seconds * self.fps)))
+
+    def _frames(self, first: int) -> Iterator[Frame]:
+        for index in range(first, len(self.paths)):
+            path = self.paths[index]
             rgb = read_image(path)
             if rgb.shape[:2] != (self.height, self.width):
                 size = f"{rgb.shape[1]}x{rgb.shape[0]}"

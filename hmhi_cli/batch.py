@@ -19,14 +19,18 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+
+import av
 
 from hmhi_cli.errors import HmhiError, InputError
 from hmhi_cli.flow import parse_shard
 from hmhi_cli.interrupt import raise_if_stopped
 from hmhi_cli.output_folder import remove_debris
-from hmhi_cli.segment import OnFrame, OnMessage, OnStart, SegmentationEngine, SegmentResult
-from hmhi_cli.video import IMAGE_SUFFIXES, natural_key
+from hmhi_cli.segment import OnFinish, OnFrame, OnMessage, OnStart, SegmentationEngine, SegmentResult
+from hmhi_cli.video import DEFAULT_IMAGE_FPS, IMAGE_SUFFIXES, natural_key
+from hmhi_cli.video.trim import Trim, expected_frames
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                             ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mxf", ".nut", ".y4m"})
@@ -190,6 +194,57 @@ def _outside(out_root: Path, out_dir: Path) -> str | None:
     return f"{out_dir} is {what}: each video's outputs go into a folder of its own inside {out_root}"
 
 
+def stated_frames(video: BatchVideo, fps: float | None = None, trim: Trim | None = None) -> int | None:
+    """How many frames ``video`` will give, from what it states without decoding (its images, its
+    container's frame count) and ``trim``; None when it does not say (Matroska, WebM) or cannot be read.
+    ``fps``: the frame rate of a folder of images (default 25)."""
+    if video.source.is_dir():
+        return expected_frames(len(_files(video.source, IMAGE_SUFFIXES)), Fraction(fps or DEFAULT_IMAGE_FPS), trim)
+    try:
+        with av.open(str(video.source)) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or DEFAULT_IMAGE_FPS
+            return expected_frames(stream.frames or None, Fraction(rate), trim)
+    except (av.FFmpegError, OSError, IndexError):
+        return None
+
+
+class BatchFrames:
+    """How many frames a batch segments, for its overall progress and time left.
+
+    A video counts as its stated frames (:func:`stated_frames`) until it starts and states its
+    own (trimmed), and as the frames it did once it ends (none when skipped). A video that states
+    nothing counts as the mean of the videos done, or of those that state a count before any is done.
+    """
+
+    def __init__(self, stated: Sequence[int | None]) -> None:
+        self.counts = list(stated)
+        self.ended: list[int] = []
+        self._done_frames: list[int] = []
+
+    def start(self, index: int, frame_count: int | None) -> None:
+        if frame_count is not None:
+            self.counts[index] = frame_count
+
+    def end(self, index: int, frames: int, done: bool) -> None:
+        self.counts[index] = frames
+        self.ended.append(index)
+        if done:
+            self._done_frames.append(frames)
+
+    @property
+    def total(self) -> int | None:
+        known = [count for count in self.counts if count is not None]
+        unknown = len(self.counts) - len(known)
+        if not unknown:
+            return sum(known)
+        examples = self._done_frames or [count for index, count in enumerate(self.counts)
+                                         if count is not None and index not in self.ended]
+        if not examples:
+            return None
+        return sum(known) + round(unknown * sum(examples) / len(examples))
+
+
 def shard_videos(videos: Sequence[BatchVideo], shard: str) -> list[BatchVideo]:
     """The videos shard ``"i/n"`` (0-based ``i``) does: every n-th from the i-th."""
     index, count = parse_shard(shard)
@@ -198,7 +253,8 @@ def shard_videos(videos: Sequence[BatchVideo], shard: str) -> list[BatchVideo]:
 
 def segment_batch(videos: Sequence[BatchVideo], out_root: str | os.PathLike, engine: SegmentationEngine,
                   on_video: Callable[[BatchVideo], None] | None = None, on_start: OnStart | None = None,
-                  on_frame: OnFrame | None = None, on_warning: OnMessage | None = None) -> Iterator[VideoOutcome]:
+                  on_frame: OnFrame | None = None, on_warning: OnMessage | None = None,
+                  on_finish: OnFinish | None = None) -> Iterator[VideoOutcome]:
     """Segment each video into ``out_root/<name>/`` with ``engine``; yield each outcome as it ends.
 
     ``on_video(video)`` is called as each video begins, the other callbacks are those of
@@ -234,7 +290,8 @@ def segment_batch(videos: Sequence[BatchVideo], out_root: str | os.PathLike, eng
         engine.load()
         try:
             outcome = VideoOutcome(video, out_dir, "done", engine.segment(
-                video.source, out_dir, on_start, on_frame, on_warning, notes={INPUT_NOTE: input_record(video.source)}))
+                video.source, out_dir, on_start, on_frame, on_warning, notes={INPUT_NOTE: input_record(video.source)},
+                on_finish=on_finish))
         except HmhiError as err:
             outcome = VideoOutcome(video, out_dir, "failed", error=str(err))
         except Exception as err:  # anything one video raises, such as running out of memory, ends that video only

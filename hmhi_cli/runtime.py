@@ -35,6 +35,9 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _KEEP_FREE_TOP = 1 << 30
 _PROC_STAT = Path("/proc/stat")
+_PROC_CPUINFO = Path("/proc/cpuinfo")
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""CPU flags (``/proc/cpuinfo``) of the instructions that compute in bf16: AVX-512 BF16 and AMX."""
 
 
 def keep_freed_memory() -> bool:
@@ -165,3 +168,17 @@ def _torch_default_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16(cpuinfo: Path = _PROC_CPUINFO) -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), from the flags in ``cpuinfo``;
+    without ``/proc/cpuinfo`` (not Linux), whether torch dispatches to AVX-512 kernels or better."""
+    try:
+        text = cpuinfo.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX", "AVX2", "ZVECTOR", "VSX")
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    return bool(flags & NATIVE_BF16_FLAGS)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hmhi_cli.data.layouts import list_images
+from hmhi_cli import runtime
 from hmhi_cli.errors import InputError, OutputError
 from hmhi_cli.flow import FlowEstimator, resolve_flow_backend
 from hmhi_cli.inference import (
@@ -188,6 +189,14 @@ def run_warnings(options: SegmentOptions, source: FrameSource, streaming: bool =
     return warnings
 
 
+def precision_warnings(options: SegmentOptions) -> list[str]:
+    """A sentence when the precision asked for is slow on the device: bf16 on a CPU that has no bf16 instructions."""
+    if options.precision != "bf16" or resolve_device(options.device).type != "cpu" or runtime.cpu_has_native_bf16():
+        return []
+    return ["--precision bf16 will be slow: this CPU has no native bf16 (AVX-512 BF16 or AMX), so it is emulated, "
+            "several times slower than fp32; use --precision fp32"]
+
+
 def _precomputed_flows(flow_dir: Path) -> Iterator[np.ndarray]:
     for path in list_images(flow_dir):
         yield read_image(path)
@@ -262,6 +271,7 @@ class SegmentationEngine:
         source = open_source(source_spec, fps=self.options.fps)
         try:
             _warn(on_warning, run_warnings(self.options, source, streaming))
+            _warn(on_warning, precision_warnings(self.options))
             return source if self.options.trim is None else TrimmedSource(source, self.options.trim)
         except BaseException:
             source.close()
@@ -292,7 +302,8 @@ class SegmentationEngine:
                     return lambda frame, probability: _write_frame(writers, frame, self._matte(frame, probability),
                                                                    self.background)
 
-                finishing = ", ".join(path.name for path in paths.values())
+                videos = [path.name for path in paths.values() if path.suffix] or [path.name for path in paths.values()]
+                finishing = ", ".join(videos)
                 count, startup, times = self._run(source, open_outputs, started, on_start, on_frame,
                                                   lambda: on_finish and on_finish(finishing))
                 audio = self._keep_audio(source, staged, on_warning)

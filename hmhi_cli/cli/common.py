@@ -15,11 +15,11 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     Task,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 from typer.core import TyperGroup
 
 from hmhi_cli.errors import OutputError
@@ -65,12 +65,57 @@ def progress(quiet: bool = False) -> Progress:
         TextColumn("{task.description}", style="bold", markup=False),  # descriptions name inputs
         BarColumn(),
         MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        ElapsedColumn(),
+        RemainingColumn(),
+        RateColumn(),
         console=err_console,
         disable=quiet,
         transient=False,
     )
+
+
+def clock(seconds: float | None) -> str:
+    """``seconds`` as ``m:ss`` or ``h:mm:ss``; ``-:--`` when unknown."""
+    if seconds is None:
+        return "-:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ElapsedColumn(ProgressColumn):
+    """``elapsed 0:12``: time since the task started."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"elapsed {clock(task.finished_time if task.finished else task.elapsed or 0)}",
+                    style="progress.elapsed")
+
+
+class RemainingColumn(ProgressColumn):
+    """``left 0:30``: the time still to go, from the recent rate; ``-:--`` until it is known."""
+
+    max_refresh = 0.5
+
+    def render(self, task: Task) -> Text:
+        return Text(f"left {clock(0 if task.finished else task.time_remaining)}", style="progress.remaining")
+
+
+class RateColumn(ProgressColumn):
+    """``14.2 fps``: items per second over the recent past, in the task's ``unit`` field (default ``/s``)."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "/s")
+        speed = task.finished_speed or task.speed
+        space = "" if unit.startswith("/") else " "
+        return Text("" if speed is None else f"{speed:.1f}{space}{unit}", style="progress.data.speed")
+
+
+def show_step(bar: Progress, task: int, description: str) -> None:
+    """Name the step ``task`` is in now (``finishing mask.mp4…``); without a live display
+    (logs, CI), as a line of its own."""
+    bar.update(task, description=description)
+    if isinstance(bar, _LogProgress):
+        err_console.print(description, markup=False, highlight=False, soft_wrap=True)
 
 
 class _LogProgress(Progress):

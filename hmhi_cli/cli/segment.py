@@ -18,6 +18,7 @@ from hmhi_cli.cli.common import (
     FlowBackend,
     Precision,
     check_stdout_open,
+    show_step,
     err_console,
     print_json,
     printable,
@@ -27,7 +28,7 @@ from hmhi_cli.errors import InputError
 from hmhi_cli.interrupt import at_safe_points
 
 if TYPE_CHECKING:
-    from hmhi_cli.segment import OnFrame, OnStart, SegmentationEngine, SegmentResult
+    from hmhi_cli.segment import OnFinish, OnFrame, OnStart, SegmentationEngine, SegmentResult
 
 Warn = Callable[[str], None]
 
@@ -148,16 +149,20 @@ def _end_on_closed_stdout() -> None:
     raise typer.Exit(128 + signal.SIGPIPE)
 
 
-def _with_progress(quiet: bool, segment: Callable[[OnStart, OnFrame], SegmentResult]) -> SegmentResult:
-    """Run ``segment(on_start, on_frame)`` under a progress bar of its frames, stopping at safe points only."""
+def _with_progress(quiet: bool, segment: Callable[[OnStart, OnFrame, OnFinish], SegmentResult]) -> SegmentResult:
+    """Run ``segment(on_start, on_frame, on_finish)`` under a progress bar of its frames, stopping at safe points only."""
     with progress(quiet) as bar, at_safe_points():
-        task = bar.add_task("segmenting", total=None)
-        return segment(lambda frame_count, _duration: bar.update(task, total=frame_count),
-                       lambda done: bar.update(task, completed=done))
+        task = bar.add_task("segmenting", total=None, unit="fps")
+        result = segment(lambda frame_count, _duration: bar.update(task, total=frame_count),
+                         lambda done: bar.update(task, completed=done),
+                         lambda outputs: show_step(bar, task, f"finishing {outputs}…"))
+        bar.update(task, description="segmented", total=result.frames, completed=result.frames)
+        return result
 
 
 def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bool, quiet: bool, on_warning: Warn) -> None:
-    result = _with_progress(quiet, lambda on_start, on_frame: engine.segment(source, out, on_start, on_frame, on_warning))
+    result = _with_progress(quiet, lambda on_start, on_frame, on_finish: engine.segment(
+        source, out, on_start, on_frame, on_warning, on_finish=on_finish))
     if as_json:
         print_json(result.to_dict())
     elif not quiet:
@@ -166,15 +171,15 @@ def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bo
 
 
 def _segment_to_stdout(source: str, engine: SegmentationEngine, quiet: bool, on_warning: Warn) -> None:
-    result = _with_progress(quiet, lambda on_start, on_frame: engine.stream(source, sys.stdout.buffer, "stdout", on_start,
-                                                                            on_frame, on_warning))
+    result = _with_progress(quiet, lambda on_start, on_frame, on_finish: engine.stream(
+        source, sys.stdout.buffer, "stdout", on_start, on_frame, on_warning, on_finish))
     if not quiet:
         err_console.print(f"{result.frames} frames in {result.seconds:.1f} s -> stdout", highlight=False)
 
 
 def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, shard: str, as_json: bool, quiet: bool,
                    on_warning: Warn) -> None:
-    from hmhi_cli.batch import collect_videos, segment_batch, shard_videos
+    from hmhi_cli.batch import BatchFrames, collect_videos, segment_batch, shard_videos, stated_frames
 
     videos = shard_videos(collect_videos(sources), shard)
     warned: set[str] = set()
@@ -186,17 +191,43 @@ def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, sh
 
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failed = []
+    options = engine.options
+    batch_frames = BatchFrames([stated_frames(video, options.fps, options.trim) for video in videos])
+    now = {"video": -1, "done": 0, "before": 0}  # the video in hand, its frames done, the frames of those ended
+
+    def show_overall() -> None:
+        bar.update(overall, total=batch_frames.total, completed=now["before"] + now["done"],
+                   description=f"videos {len(batch_frames.ended)}/{len(videos)}")
+
+    def on_video(video) -> None:
+        now.update(video=now["video"] + 1, done=0)
+        bar.reset(frames, total=None, description=video.name, visible=True)
+
+    def on_start(frame_count: int | None, _duration: float | None) -> None:
+        batch_frames.start(now["video"], frame_count)
+        bar.update(frames, total=frame_count)
+        show_overall()
+
+    def on_frame(done: int) -> None:
+        now["done"] = done
+        bar.update(frames, completed=done)
+        show_overall()
+
+    def on_finish(outputs: str) -> None:
+        show_step(bar, frames, f"finishing {videos[now['video']].name}: {outputs}…")
+
     with progress(quiet) as bar, at_safe_points():
-        overall = bar.add_task("videos", total=len(videos))
-        frames = bar.add_task("", total=None, visible=False)
+        overall = bar.add_task(f"videos 0/{len(videos)}", total=batch_frames.total, unit="fps")
+        frames = bar.add_task("", total=None, visible=False, unit="fps")
         outcomes = segment_batch(
-            videos, out, engine,
-            on_video=lambda video: bar.reset(frames, total=None, description=video.name, visible=True),
-            on_start=lambda frame_count, _duration: bar.update(frames, total=frame_count),
-            on_frame=lambda done: bar.update(frames, completed=done), on_warning=warn_once)
+            videos, out, engine, on_video=on_video, on_start=on_start, on_frame=on_frame, on_warning=warn_once,
+            on_finish=on_finish)
         for outcome in outcomes:
             counts[outcome.status] += 1
-            bar.advance(overall)
+            frames_done = outcome.result.frames if outcome.result is not None else now["done"]
+            batch_frames.end(now["video"], frames_done, outcome.status == "done")
+            now.update(before=now["before"] + frames_done, done=0)
+            show_overall()
             name, output = outcome.video.name, printable(str(outcome.output))
             if outcome.status == "failed":
                 failed.append(name)

@@ -109,7 +109,7 @@ def _copied(container: av.container.InputContainer, stream: av.stream.Stream, ta
     starts ``shift`` seconds into the source (the packets before that are left out), retargeted at ``target``."""
     offset = round(shift / stream.time_base)
     for packet in container.demux(stream):
-        if packet.pts is None or packet.pts < offset or (packet.pts - offset) * stream.time_base >= end_seconds:
+        if packet.pts is None or (offset and packet.pts < offset) or (packet.pts - offset) * stream.time_base >= end_seconds:
             continue
         if offset:
             packet.pts -= offset

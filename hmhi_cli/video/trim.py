@@ -86,7 +86,7 @@ class TrimmedSource(FrameSource):
             setattr(self, name, getattr(source, name))
         if source.duration_seconds is not None and trim.start_seconds >= Fraction(source.duration_seconds):
             raise self._past_the_end(source.duration_seconds)
-        self.frame_count = _expected_frames(source, trim)
+        self.frame_count = expected_frames(source.frame_count, source.fps, trim)
         self.duration_seconds = _expected_seconds(source, trim)
         self.offset_seconds = Fraction(0)
         self._following: Frame | None = None
@@ -135,13 +135,16 @@ class TrimmedSource(FrameSource):
         self.source.close()
 
 
-def _expected_frames(source: FrameSource, trim: Trim) -> int | None:
-    """How many frames ``trim`` keeps of ``source``, from its frame rate: exact for constant rates."""
+def expected_frames(frame_count: int | None, fps: Fraction, trim: Trim | None) -> int | None:
+    """How many frames ``trim`` keeps of a video of ``frame_count`` frames (None: unknown) at ``fps``:
+    exact for a constant frame rate, an estimate otherwise; None when nothing bounds it."""
+    if trim is None:
+        return frame_count
     bounds = [] if trim.frames is None else [trim.frames]
     if trim.end_seconds is not None:
-        bounds.append(math.ceil((trim.end_seconds - trim.start_seconds) * source.fps - TOLERANCE))
-    if source.frame_count is not None:
-        bounds.append(max(0, source.frame_count - math.ceil(trim.start_seconds * source.fps - TOLERANCE)))
+        bounds.append(math.ceil((trim.end_seconds - trim.start_seconds) * fps - TOLERANCE))
+    if frame_count is not None:
+        bounds.append(max(0, frame_count - math.ceil(trim.start_seconds * fps - TOLERANCE)))
     return min(bounds, default=None)
 
 

@@ -173,12 +173,47 @@ def finish(matte: np.ndarray, settings: MatteSettings) -> np.ndarray:
     return matte
 
 
+FOREGROUND_RADII = (45, 3)
+"""Box radii (pixels at 480 lines, scaled with the frame) of the two passes of :func:`foreground_colour`."""
+
+
+def _fuse(image: np.ndarray, foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray,
+          radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pass of blur fusion: local means of the foreground and background colours, weighted by
+    alpha and by 1 - alpha, and the foreground colour that with them composes to ``image``."""
+    size = (2 * radius + 1, 2 * radius + 1)
+    weight = cv2.blur(alpha, size)[..., None]
+    mean_foreground = cv2.blur(foreground * alpha[..., None], size) / (weight + 1e-5)
+    mean_background = cv2.blur(background * (1 - alpha[..., None]), size) / (1 - weight + 1e-5)
+    a = alpha[..., None]
+    estimate = mean_foreground + a * (image - a * mean_foreground - (1 - a) * mean_background)
+    return np.clip(estimate, 0, 1), mean_background
+
+
+def foreground_colour(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The object's own colour (HxWx3 uint8) under a matte (HxW uint8): where alpha is partial the
+    frame mixes object and background, and the background's share is taken out (blur fusion: local
+    colour means on both sides of the edge, two passes, wide then narrow). Opaque pixels keep the
+    frame's colour; clear ones are black."""
+    scale = min(rgb.shape[:2]) / REFERENCE_LINES
+    image = rgb.astype(np.float32) * (1 / 255)
+    weight = alpha.astype(np.float32) * (1 / 255)
+    foreground = background = image
+    for radius in FOREGROUND_RADII:
+        foreground, background = _fuse(image, foreground, background, weight, max(1, round(radius * scale)))
+    colour = np.rint(foreground * 255).astype(np.uint8)
+    colour[alpha == 255] = rgb[alpha == 255]
+    colour[alpha == 0] = 0
+    return colour
+
+
 class FrameMatte:
     """One frame's refined map, mask and alpha, each made on first use and kept.
 
     ``mask`` (masks, mask video, overlay) is the refined mask; ``alpha`` (the alpha outputs, the
     composite) is the matte ``settings`` choose, choked, feathered and inverted; ``soft`` is the
-    raw soft map as uint8 (probs).
+    raw soft map as uint8 (probs); ``foreground`` the object's colour under ``alpha``
+    (:func:`foreground_colour`).
     """
 
     def __init__(self, probability: np.ndarray, rgb: np.ndarray, settings: MatteSettings, threshold: float) -> None:
@@ -203,3 +238,7 @@ class FrameMatte:
     def alpha(self) -> np.ndarray:
         base = {"refined": lambda: self.refined, "soft": lambda: self.soft, "hard": lambda: self.mask}
         return finish(base[self.settings.kind](), self.settings)
+
+    @cached_property
+    def foreground(self) -> np.ndarray:
+        return foreground_colour(self.rgb, self.alpha)

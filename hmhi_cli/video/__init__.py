@@ -7,17 +7,17 @@ with :func:`add_audio`.
 
 from hmhi_cli.video.audio import MP4_AUDIO_CODECS, add_audio
 
-from hmhi_cli.video.compose import (
+from hmhi_cli.video.alpha_writers import AlphaVideoWriter, LosslessVideoWriter
+from hmhi_cli.video.background import (
     COLOR_NAMES,
-    DEFAULT_OVERLAY_COLOR,
     Background,
+    BackgroundPlayer,
     Color,
-    as_uint8_mask,
-    composite,
-    overlay,
+    cover,
     parse_background,
     parse_color,
 )
+from hmhi_cli.video.compose import DEFAULT_OVERLAY_COLOR, as_uint8_mask, composite, overlay
 from hmhi_cli.video.source import (
     DEFAULT_IMAGE_FPS,
     IMAGE_SUFFIXES,
@@ -32,7 +32,6 @@ from hmhi_cli.video.source import (
     upright,
 )
 from hmhi_cli.video.writers import (
-    AlphaVideoWriter,
     MaskVideoWriter,
     OverlayVideoWriter,
     PngSequenceWriter,
@@ -50,10 +49,12 @@ __all__ = [
     "MP4_AUDIO_CODECS",
     "AlphaVideoWriter",
     "Background",
+    "BackgroundPlayer",
     "Color",
     "Frame",
     "FrameSource",
     "ImageFolderSource",
+    "LosslessVideoWriter",
     "MaskVideoWriter",
     "OverlayVideoWriter",
     "PngSequenceWriter",
@@ -65,6 +66,7 @@ __all__ = [
     "check_writable",
     "clockwise_rotation",
     "composite",
+    "cover",
     "natural_key",
     "open_source",
     "overlay",

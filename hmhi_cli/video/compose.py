@@ -2,86 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from hmhi_cli.errors import InputError
-
-Color = tuple[int, int, int]
-
-COLOR_NAMES: dict[str, Color] = {
-    "black": (0, 0, 0),
-    "white": (255, 255, 255),
-    "gray": (128, 128, 128),
-    "grey": (128, 128, 128),
-    "red": (255, 0, 0),
-    "green": (0, 255, 0),
-    "blue": (0, 0, 255),
-    "yellow": (255, 255, 0),
-    "cyan": (0, 255, 255),
-    "magenta": (255, 0, 255),
-}
-"""Named background colours (RGB). ``green`` and ``blue`` are the pure keying colours."""
+from hmhi_cli.video.background import Background, Color, parse_background
 
 DEFAULT_OVERLAY_COLOR: Color = (255, 0, 80)
-
-
-@dataclass
-class Background:
-    """A solid colour or an image (RGB), given to :func:`composite`."""
-
-    color: Color | None = None
-    image: np.ndarray | None = None
-    _resized: np.ndarray | None = field(default=None, init=False, repr=False)
-
-    def array(self, height: int, width: int) -> np.ndarray:
-        """The background as an HxWx3 uint8 RGB array; an image is stretched to the frame size."""
-        if self.image is None:
-            return np.broadcast_to(np.asarray(self.color, dtype=np.uint8), (height, width, 3))
-        if self._resized is None or self._resized.shape[:2] != (height, width):
-            self._resized = cv2.resize(self.image, (width, height), interpolation=cv2.INTER_AREA)
-        return self._resized
-
-
-def parse_color(spec: str) -> Color | None:
-    """Read ``green``, ``#00ff00``, ``00ff00``, ``#0f0`` or ``0,255,0`` as RGB; None if it is none of these."""
-    text = spec.strip().lower()
-    if text in COLOR_NAMES:
-        return COLOR_NAMES[text]
-    hex_match = re.fullmatch(r"#?([0-9a-f]{6}|[0-9a-f]{3})", text)
-    if hex_match:
-        digits = hex_match.group(1)
-        if len(digits) == 3:
-            digits = "".join(c * 2 for c in digits)
-        return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
-    rgb_match = re.fullmatch(r"(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})", text)
-    if rgb_match:
-        values = tuple(int(v) for v in rgb_match.groups())
-        if all(v <= 255 for v in values):
-            return values
-    return None
-
-
-def parse_background(spec: str) -> Background:
-    """Turn a user's ``--background`` value (colour or image path) into a :class:`Background`.
-
-    Raises :class:`InputError` for anything that is neither a colour nor a readable image.
-    """
-    color = parse_color(spec)
-    if color is not None:
-        return Background(color=color)
-    path = Path(spec)
-    if path.is_file():
-        bgr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise InputError(f"cannot read background image {path}")
-        return Background(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    names = ", ".join(sorted(COLOR_NAMES))
-    raise InputError(f"background {spec!r} is not an image file nor a colour ({names}, #rrggbb or r,g,b)")
 
 
 def as_uint8_mask(mask: np.ndarray) -> np.ndarray:
@@ -95,15 +21,19 @@ def as_uint8_mask(mask: np.ndarray) -> np.ndarray:
     raise ValueError(f"mask must be uint8, bool or float, got {mask.dtype}")
 
 
-def composite(rgb: np.ndarray, alpha: np.ndarray, background: Background | str | Color) -> np.ndarray:
-    """Blend the frame over ``background`` with ``alpha`` (HxW, 255 or 1.0 = object): returns HxWx3 uint8 RGB."""
+def composite(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray | Background | str | Color) -> np.ndarray:
+    """Blend the frame over ``background`` with ``alpha`` (HxW, 255 or 1.0 = object): returns HxWx3
+    uint8 RGB. ``background`` is a backdrop (HxWx3 uint8 RGB), a colour or image :class:`Background`,
+    a ``--background`` value or an RGB colour."""
+    height, width = rgb.shape[:2]
     if isinstance(background, str):
         background = parse_background(background)
-    elif not isinstance(background, Background):
-        background = Background(color=tuple(background))
-    height, width = rgb.shape[:2]
+    if isinstance(background, Background):
+        background = background.array(height, width)
+    elif not isinstance(background, np.ndarray):
+        background = Background(color=tuple(background)).array(height, width)
     weight = (as_uint8_mask(alpha).astype(np.float32) / 255.0)[..., None]
-    back = background.array(height, width).astype(np.float32)
+    back = background.astype(np.float32)
     blended = back + (rgb.astype(np.float32) - back) * weight
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 

@@ -1,5 +1,5 @@
-"""Output writers: mask, alpha and overlay videos (PyAV), a lossless video stream for pipes, and
-PNG sequences (OpenCV).
+"""Output writers: mask, RGB and overlay videos (PyAV), a lossless video stream for pipes, and
+PNG sequences (OpenCV); the alpha and lossless video files are in :mod:`hmhi_cli.video.alpha_writers`.
 
 Every writer is a context manager that takes one frame per ``write`` call and keeps nothing
 but the encoder's own small look-ahead in memory. Video files are written to a temporary file
@@ -32,7 +32,8 @@ from av.video.reformatter import ColorRange, Colorspace
 
 from hmhi_cli.atomic import atomic_path, remove_partials, write_bytes
 from hmhi_cli.errors import OutputError, WriteError
-from hmhi_cli.video.compose import DEFAULT_OVERLAY_COLOR, Color, as_uint8_mask, overlay
+from hmhi_cli.video.background import Color
+from hmhi_cli.video.compose import DEFAULT_OVERLAY_COLOR, as_uint8_mask, overlay
 from hmhi_cli.video.source import FrameSource
 
 _CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -203,7 +204,7 @@ class _VideoEncoder(abc.ABC):
             raise ValueError(f"{what} must have shape {expected}, got {array.shape}")
 
 
-class _VideoWriter(_VideoEncoder):
+class VideoFileWriter(_VideoEncoder):
     """A video file, written to a temporary file beside it and renamed into place when complete."""
 
     allowed_suffixes: ClassVar[tuple[str, ...]]
@@ -242,7 +243,7 @@ class _VideoWriter(_VideoEncoder):
             self._atomic.__exit__(type(exc), exc, exc.__traceback__)
 
 
-def _rgb_frame(rgb: np.ndarray, pix_fmt: str, alpha: np.ndarray | None = None) -> av.VideoFrame:
+def rgb_frame(rgb: np.ndarray, pix_fmt: str, alpha: np.ndarray | None = None) -> av.VideoFrame:
     """An RGB(+alpha) array as a BT.709 limited-range YUV frame of ``pix_fmt``.
 
     swscale runs on one thread: FFmpeg 8's threaded conversion miswrites some alpha
@@ -257,7 +258,7 @@ def _rgb_frame(rgb: np.ndarray, pix_fmt: str, alpha: np.ndarray | None = None) -
     )
 
 
-def _tag_bt709(stream: Any) -> None:
+def tag_bt709(stream: Any) -> None:
     context = stream.codec_context
     context.colorspace = _BT709
     context.color_primaries = _BT709
@@ -265,18 +266,23 @@ def _tag_bt709(stream: Any) -> None:
     context.color_range = ColorRange.MPEG.value
 
 
+LOSSLESS_PIXEL_FORMATS = {1: "gray", 3: "bgr0", 4: "bgra"}
+"""FFV1 pixel formats by channel count: exact grey, RGB and RGBA."""
 FFV1_OPTIONS = {"level": "3", "slicecrc": "1"}
 """FFV1 version 3 with checksummed slices, for the lossless mask video and stream."""
 
+MASK_CRF = 16
+RGB_CRF = 20
+"""x264 CRF of mask videos and of RGB videos (composite, overlay) unless told otherwise (``crf``)."""
 MASK_PRESET = "faster"
 """x264 preset of H.264 mask videos: on two-level masks it decodes to the same error as
 "medium" (mean 0.07 levels, no pixel across 127) for 40% less encoding time, files 11% larger."""
 
 
-class MaskVideoWriter(_VideoWriter):
+class MaskVideoWriter(VideoFileWriter):
     """A grey mask video (255 = object) with the source's frame count and timestamps.
 
-    ``lossless=False``: H.264 (libx264, CRF 16) in ``.mp4``/``.mov``/``.mkv``. Even frame sizes use
+    ``lossless=False``: H.264 (libx264, CRF ``crf``, default 16) in ``.mp4``/``.mov``/``.mkv``. Even frame sizes use
     yuv420p, limited range, which every player handles. H.264 4:2:0 cannot code an odd width or
     height, so odd sizes are written as 4:0:0 grey (High profile, full range) at the exact size:
     FFmpeg, VLC, mpv and browsers play it; some editors may not.
@@ -294,10 +300,12 @@ class MaskVideoWriter(_VideoWriter):
         fps: Fraction | float = Fraction(25),
         time_base: Fraction | None = None,
         lossless: bool = False,
+        crf: int = MASK_CRF,
     ) -> None:
         if lossless and Path(path).suffix.lower() != ".mkv":
             raise OutputError(f"cannot write {path}: a lossless mask video must be .mkv")
         self.lossless = lossless
+        self.crf = crf
         super().__init__(path, width, height, fps=fps, time_base=time_base)
 
     def _encoding(self) -> tuple[str, str]:
@@ -308,7 +316,7 @@ class MaskVideoWriter(_VideoWriter):
     def _codec_options(self) -> dict[str, str]:
         if self.lossless:
             return dict(FFV1_OPTIONS)
-        return {"crf": "16", "preset": MASK_PRESET, "bf": "0"}
+        return {"crf": str(self.crf), "preset": MASK_PRESET, "bf": "0"}
 
     def _container_options(self) -> dict[str, str]:
         return {"movflags": "+faststart"} if self.path.suffix.lower() in (".mp4", ".mov") else {}
@@ -330,65 +338,46 @@ class MaskVideoWriter(_VideoWriter):
         self._encode(frame, pts, duration)
 
 
-class AlphaVideoWriter(_VideoWriter):
-    """The source frames with a transparency matte, as straight (not premultiplied) alpha.
-
-    ``.webm``: VP9 (libvpx-vp9, yuva420p, CRF 18); FFmpeg's built-in VP9 decoder ignores the
-    alpha, decode with libvpx-vp9 to see it. ``.mov``: ProRes 4444 (prores_ks, yuva444p10le).
-    Colours are BT.709 limited range and tagged so.
-    """
-
-    allowed_suffixes = (".webm", ".mov")
-
-    def _encoding(self) -> tuple[str, str]:
-        if self.path.suffix.lower() == ".webm":
-            return "libvpx-vp9", "yuva420p"
-        return "prores_ks", "yuva444p10le"
-
-    def _codec_options(self) -> dict[str, str]:
-        if self.codec == "libvpx-vp9":
-            return {"crf": "18", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"}
-        return {"profile": "4444", "vendor": "apl0"}
-
-    def _configure(self, stream: Any) -> None:
-        _tag_bt709(stream)
-
-    def write(
-        self, rgb: np.ndarray, alpha: np.ndarray, pts: int | None = None, duration: int | None = None
-    ) -> None:
-        """Append one HxWx3 uint8 RGB frame with its HxW matte (uint8 0..255 = opaque, bool, or float 0..1)."""
-        alpha = as_uint8_mask(alpha)
-        self._check_shape(rgb, 3, "rgb")
-        self._check_shape(alpha, None, "alpha")
-        self._encode(_rgb_frame(rgb, self.pix_fmt, alpha), pts, duration)
-
-
-class RgbVideoWriter(_VideoWriter):
-    """Plain RGB frames (e.g. a cut-out composited on a background), H.264 ``.mp4`` at the exact frame size.
+class RgbVideoWriter(VideoFileWriter):
+    """Plain RGB frames (e.g. a cut-out composited on a background), H.264 (CRF ``crf``, default
+    20) in ``.mp4`` or ``.mov`` at the exact frame size.
 
     Even sizes use yuv420p, which every player handles. H.264 4:2:0 cannot code an odd width or
     height, so odd sizes are written as yuv444p (High 4:4:4 profile): FFmpeg, VLC and mpv play
     it; browsers and some editors may not.
     """
 
-    allowed_suffixes = (".mp4",)
+    allowed_suffixes = (".mp4", ".mov")
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        *,
+        fps: Fraction | float = Fraction(25),
+        time_base: Fraction | None = None,
+        crf: int = RGB_CRF,
+    ) -> None:
+        self.crf = crf
+        super().__init__(path, width, height, fps=fps, time_base=time_base)
 
     def _encoding(self) -> tuple[str, str]:
         return "libx264", "yuv444p" if self.width % 2 or self.height % 2 else "yuv420p"
 
     def _codec_options(self) -> dict[str, str]:
-        return {"crf": "20", "preset": "veryfast", "bf": "0"}
+        return {"crf": str(self.crf), "preset": "veryfast", "bf": "0"}
 
     def _container_options(self) -> dict[str, str]:
         return {"movflags": "+faststart"}
 
     def _configure(self, stream: Any) -> None:
-        _tag_bt709(stream)
+        tag_bt709(stream)
 
     def write(self, rgb: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
         """Append one HxWx3 uint8 RGB frame."""
         self._check_shape(rgb, 3, "rgb")
-        self._encode(_rgb_frame(rgb, self.pix_fmt), pts, duration)
+        self._encode(rgb_frame(rgb, self.pix_fmt), pts, duration)
 
 
 class OverlayVideoWriter(RgbVideoWriter):
@@ -424,7 +413,7 @@ class StreamVideoWriter(_VideoEncoder):
     milliseconds. A reader that closes the pipe early makes ``write`` raise :class:`BrokenPipeError`.
     """
 
-    _PIXEL_FORMATS: ClassVar[dict[int, str]] = {1: "gray", 3: "bgr0", 4: "bgra"}
+    _PIXEL_FORMATS: ClassVar[dict[int, str]] = LOSSLESS_PIXEL_FORMATS
 
     def __init__(
         self,
@@ -462,13 +451,16 @@ class StreamVideoWriter(_VideoEncoder):
     def write(self, image: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
         """Append one uint8 frame: HxW grey, HxWx3 RGB or HxWx4 RGBA, as ``channels`` says."""
         self._check_shape(image, None if self.channels == 1 else self.channels, "frame")
-        pixels = np.ascontiguousarray(image, dtype=np.uint8)
-        if self.channels == 1:
-            frame = av.VideoFrame.from_ndarray(pixels, format="gray")
-        else:
-            source_format = "rgb24" if self.channels == 3 else "rgba"
-            frame = av.VideoFrame.from_ndarray(pixels, format=source_format).reformat(format=self.pix_fmt, threads=1)
-        self._encode(frame, pts, duration)
+        self._encode(lossless_frame(image, self.pix_fmt), pts, duration)
+
+
+def lossless_frame(image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+    """A uint8 HxW grey, HxWx3 RGB or HxWx4 RGBA array as an FFV1 frame of ``pix_fmt`` (gray, bgr0, bgra)."""
+    pixels = np.ascontiguousarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        return av.VideoFrame.from_ndarray(pixels, format="gray")
+    source_format = "rgb24" if pixels.shape[2] == 3 else "rgba"
+    return av.VideoFrame.from_ndarray(pixels, format=source_format).reformat(format=pix_fmt, threads=1)
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -1,6 +1,7 @@
 """``hmhi segment`` as a library call: a video (file, image folder or stdin) in; masks,
-soft maps, mask video, alpha mattes, composites and an overlay preview out, into a folder or as
-one lossless video stream (for a pipe).
+soft maps, mask video, alpha mattes, foreground layers, composites and an overlay preview out,
+into a folder, as one video file (``-o cut.mov``) or as one lossless video stream (for a pipe).
+Which outputs a run writes, and where, is :func:`planned_outputs`'s (see :mod:`hmhi_cli.outputs`).
 
 Frames stream through decode -> flow (one frame of look-ahead) -> model -> encoders, so memory
 does not grow with the video's length. A :class:`SegmentationEngine` loads the network once and
@@ -22,9 +23,10 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from hmhi_cli.atomic import atomic_path
 from hmhi_cli.data.layouts import list_images
 from hmhi_cli import runtime
-from hmhi_cli.errors import InputError, OutputError
+from hmhi_cli.errors import InputError, OutputError, WriteError
 from hmhi_cli.flow import FlowEstimator, resolve_flow_backend
 from hmhi_cli.inference import (
     SegmentedFrame,
@@ -37,30 +39,35 @@ from hmhi_cli.interrupt import raise_if_stopped
 from hmhi_cli.matte import FrameMatte, MatteSettings
 from hmhi_cli.model import HMHINet
 from hmhi_cli.output_folder import OutputFolder
+from hmhi_cli.outputs import (
+    DEFAULT_OUTPUTS,
+    KEY_LAYERS,
+    OUTPUT_KINDS,
+    STREAM_CHANNELS,
+    STREAM_DEFAULT,
+    check_kinds,
+    single_layer,
+)
+from hmhi_cli.outputs import planned_outputs as _planned_outputs
+from hmhi_cli.output_writers import LayerWriters, layer_image
 from hmhi_cli.pipeline import Worker, run_ahead
 from hmhi_cli.video import (
-    AlphaVideoWriter,
     Background,
     Frame,
     FrameSource,
     ImageFolderSource,
-    MaskVideoWriter,
-    OverlayVideoWriter,
-    PngSequenceWriter,
-    RgbVideoWriter,
     StreamVideoWriter,
     add_audio,
-    composite,
     open_source,
-    overlay,
     parse_background,
     read_image,
 )
+from hmhi_cli.video.alpha_writers import CRF_RANGE, PRORES_PROFILES
 from hmhi_cli.video.trim import Trim, TrimmedSource
 from hmhi_cli.weights import MAX_INPUT_SIZE, WeightsInfo
 
-OUTPUT_KINDS = ("masks", "probs", "mask-video", "alpha", "overlay")
-DEFAULT_OUTPUTS = ("masks", "mask-video")
+__all__ = ["DEFAULT_OUTPUTS", "OUTPUT_KINDS", "SegmentOptions", "SegmentResult", "SegmentationEngine",
+           "planned_outputs", "segment_to_file", "segment_to_stream", "segment_video"]
 MAX_SIZE = MAX_INPUT_SIZE
 FPS_RANGE = (0.01, 1000.0)
 """Frame rates accepted for an image-folder input."""
@@ -71,6 +78,8 @@ class SegmentOptions:
     """How to segment; ``None`` sizes and limits come from the weights file."""
 
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    """Kinds (:data:`OUTPUT_KINDS`); empty: the target's default (a folder's :data:`DEFAULT_OUTPUTS`,
+    a file's kind from its suffix, the stream's mask video)."""
     weights: Path | None = None
     size: int | None = None
     memory_limit: int | None = None
@@ -88,13 +97,20 @@ class SegmentOptions:
     """Keep the source's sound in ``overlay.mp4`` and ``composite.mp4``."""
     matte: MatteSettings = field(default_factory=MatteSettings)
     """The matte of the alpha outputs and the composite (see :mod:`hmhi_cli.matte`)."""
+    crf: int | None = None
+    """CRF of the lossy encoders (H.264, VP9); None: each one's default."""
+    prores_profile: str = "4444"
     trim: Trim | None = None
     """The part of each video to segment (see :mod:`hmhi_cli.video.trim`); None: all of it."""
 
     def __post_init__(self) -> None:
-        unknown = [kind for kind in self.outputs if kind not in OUTPUT_KINDS]
-        if unknown or not self.outputs:
-            raise InputError(f"unknown output {', '.join(unknown) or '(none)'}; choose from {', '.join(OUTPUT_KINDS)}")
+        check_kinds(self.outputs, bool(self.background))
+        low, high = CRF_RANGE
+        if self.crf is not None and not low <= self.crf <= high:
+            raise InputError(f"--crf must be from {low} (best) to {high} (smallest), got {self.crf}")
+        if self.prores_profile not in PRORES_PROFILES:
+            raise InputError(f"--prores-profile must be {' or '.join(PRORES_PROFILES)} (the ProRes profiles with "
+                             f"alpha), got {self.prores_profile}")
         if not 0.0 < self.threshold < 1.0:
             raise InputError(f"--threshold must be strictly between 0 and 1, got {self.threshold}")
         if self.size is not None and not (32 <= self.size <= MAX_SIZE and self.size % 32 == 0):
@@ -141,49 +157,54 @@ class SegmentResult:
         return data
 
 
-def planned_outputs(out_dir: Path, outputs: tuple[str, ...], lossless: bool, background: str | None) -> dict[str, Path]:
-    """Final paths of every output a run will write."""
-    paths: dict[str, Path] = {}
-    if "masks" in outputs:
-        paths["masks"] = out_dir / "masks"
-    if "probs" in outputs:
-        paths["probs"] = out_dir / "probs"
-    if "mask-video" in outputs:
-        paths["mask_video"] = out_dir / ("mask.mkv" if lossless else "mask.mp4")
-    if "alpha" in outputs:
-        if background:
-            paths["composite"] = out_dir / "composite.mp4"
-        else:
-            paths["alpha_png"] = out_dir / "alpha"
-            paths["alpha_webm"] = out_dir / "alpha.webm"
-            paths["alpha_mov"] = out_dir / "alpha.mov"
-    if "overlay" in outputs:
-        paths["overlay"] = out_dir / "overlay.mp4"
-    return paths
+def planned_outputs(out: Path, outputs: tuple[str, ...], lossless: bool, background: str | None,
+                    single_file: bool = False) -> dict[str, Path]:
+    """Final paths of every output a run writes: into the folder ``out``, or (``single_file``)
+    exactly the video file ``out``; see :func:`hmhi_cli.outputs.planned_outputs`."""
+    return _planned_outputs(out, outputs, lossless, background, single_file)
 
 
-def carries_audio(options: SegmentOptions) -> bool:
-    """Whether these options write a video that carries the source's sound (overlay, composite)."""
-    return "overlay" in options.outputs or ("alpha" in options.outputs and bool(options.background))
+Encoded = list[tuple[str, str]]
+"""The outputs of a run as (layer, suffix) pairs; a suffix "" is a folder of PNGs."""
 
 
-def run_warnings(options: SegmentOptions, source: FrameSource, streaming: bool = False) -> list[str]:
-    """One sentence for each option given that does nothing with this input and these outputs,
-    and for sound that cannot be kept."""
+def encoded_outputs(paths: Mapping[str, Path]) -> Encoded:
+    """The (layer, suffix) pairs of planned output paths."""
+    return [(KEY_LAYERS[key], path.suffix.lower()) for key, path in paths.items()]
+
+
+def carries_audio(outputs: Encoded) -> bool:
+    """Whether ``outputs`` include a video that carries the source's sound (overlay, composite)."""
+    return any(layer in ("overlay", "composite") for layer, _ in outputs)
+
+
+def run_warnings(options: SegmentOptions, source: FrameSource, outputs: Encoded, mode: str = "folder") -> list[str]:
+    """One sentence for each option given that does nothing with this input and these outputs
+    (``mode``: ``folder``, ``file`` for -o FILE, ``stream`` for -o -), and for sound that cannot be kept."""
     warnings = []
-    if options.lossless and streaming:
-        warnings.append("--lossless has no effect with -o -: the stream is always lossless")
-    elif options.lossless and "mask-video" not in options.outputs:
+    layers = {layer for layer, _ in outputs}
+    streaming = mode == "stream"
+    if options.lossless and mode != "folder":
+        warnings.append(f"--lossless has no effect with -o {'-' if streaming else 'FILE'}: "
+                        + ("the stream is always lossless" if streaming else "the suffix chooses (.mkv is lossless)"))
+    elif options.lossless and "mask" not in {layer for layer, suffix in outputs if suffix}:
         warnings.append("--lossless has no effect without --save mask-video")
-    if options.background and "alpha" not in options.outputs:
-        warnings.append("--background has no effect without --save alpha")
-    if options.matte != MatteSettings() and "alpha" not in options.outputs:
-        warnings.append("--matte, --choke, --feather and --invert have no effect without --save alpha")
+    if options.background and "composite" not in layers:
+        warnings.append("--background has no effect without a composite (--save composite, or alpha alone)")
+    if options.matte != MatteSettings() and not layers & {"alpha", "foreground", "composite"}:
+        warnings.append("--matte, --choke, --feather and --invert have no effect without --save alpha, "
+                        "foreground or composite")
+    if options.crf is not None and not any(suffix in (".mp4", ".webm") or (suffix == ".mov" and layer not in (
+            "alpha", "foreground")) for layer, suffix in outputs):
+        warnings.append("--crf has no effect: no H.264 (.mp4, .mov) or VP9 (.webm) output")
+    if options.prores_profile != "4444" and (".mov", "alpha") not in {(s, l) for l, s in outputs} \
+            and (".mov", "foreground") not in {(s, l) for l, s in outputs}:
+        warnings.append("--prores-profile has no effect: no ProRes (.mov with alpha) output")
     if options.fps is not None and not isinstance(source, ImageFolderSource):
         warnings.append("--fps has no effect on a video input: videos keep their own timing")
-    if not options.audio and (streaming or not carries_audio(options)):
-        warnings.append("--no-audio has no effect: only overlay.mp4 and composite.mp4 carry sound")
-    if options.audio and not streaming and carries_audio(options) and source.audio_codec and not source.rewindable:
+    if not options.audio and (streaming or not carries_audio(outputs)):
+        warnings.append("--no-audio has no effect: only the overlay and composite videos carry sound")
+    if options.audio and not streaming and carries_audio(outputs) and source.audio_codec and not source.rewindable:
         warnings.append(f"the sound of {source.label} is not kept: a pipe is read once; "
                         "pipe an MP4 or give the file's name to keep it")
     return warnings
@@ -201,10 +222,6 @@ def _precomputed_flows(flow_dir: Path) -> Iterator[np.ndarray]:
     for path in list_images(flow_dir):
         yield read_image(path)
 
-
-STREAM_CHANNELS = {"masks": 1, "mask-video": 1, "probs": 1, "alpha": 4, "overlay": 3}
-"""Channels of the one video ``-o -`` streams, per output kind: grey masks or soft maps, RGBA cut-out
-(RGB composite with a background), RGB overlay."""
 
 OnStart = Callable[[int | None, float | None], None]
 OnFrame = Callable[[int], None]
@@ -261,16 +278,18 @@ class SegmentationEngine:
                               f"flow {self._model.flow_name}, device {device}")
         return self._model
 
-    def planned_outputs(self, out_dir: str | Path) -> dict[str, Path]:
-        """Final paths of every output a run into ``out_dir`` writes."""
-        return planned_outputs(Path(out_dir), self.options.outputs, self.options.lossless, self.options.background)
+    def planned_outputs(self, out: str | Path, single_file: bool = False) -> dict[str, Path]:
+        """Final paths of every output a run into the folder ``out`` (or, ``single_file``, the file ``out``) writes."""
+        options = self.options
+        return planned_outputs(Path(out), options.outputs, options.lossless, options.background, single_file)
 
-    def open(self, source_spec: str | Path, on_warning: OnMessage | None = None,
-             streaming: bool = False) -> FrameSource:
-        """The input with these options' frame rate and trim, after warning of options it ignores."""
+    def open(self, source_spec: str | Path, on_warning: OnMessage | None, outputs: Encoded,
+             mode: str = "folder") -> FrameSource:
+        """The input with these options' frame rate and trim, after warning of options that do nothing
+        with it and ``outputs`` (see :func:`run_warnings`)."""
         source = open_source(source_spec, fps=self.options.fps)
         try:
-            _warn(on_warning, run_warnings(self.options, source, streaming))
+            _warn(on_warning, run_warnings(self.options, source, outputs, mode))
             _warn(on_warning, precision_warnings(self.options))
             return source if self.options.trim is None else TrimmedSource(source, self.options.trim)
         except BaseException:
@@ -287,24 +306,18 @@ class SegmentationEngine:
         """
         options = self.options
         started = time.perf_counter()
-        source = self.open(source_spec, on_warning)
+        paths = self.planned_outputs(out_dir)
+        source = self.open(source_spec, on_warning, encoded_outputs(paths))
         with source:
-            paths = self.planned_outputs(out_dir)
             with OutputFolder(out_dir) as folder:
                 existing = [str(path) for path in paths.values() if os.path.lexists(path)]
                 if existing and not options.overwrite:
                     raise OutputError(f"output exists: {existing[0]}" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
                                       + "; pass --overwrite to replace")
                 staged = {kind: folder.staging / path.name for kind, path in paths.items()}
-
-                def open_outputs(stack: contextlib.ExitStack) -> FrameWriter:
-                    writers = _open_writers(stack, staged, source)
-                    return lambda frame, probability: _write_frame(writers, frame, self._matte(frame, probability),
-                                                                   self.background)
-
                 videos = [path.name for path in paths.values() if path.suffix] or [path.name for path in paths.values()]
                 finishing = ", ".join(videos)
-                count, startup, times = self._run(source, open_outputs, started, on_start, on_frame,
+                count, startup, times = self._run(source, self._writing(staged, source), started, on_start, on_frame,
                                                   lambda: on_finish and on_finish(finishing))
                 audio = self._keep_audio(source, staged, on_warning)
                 note_paths = [folder.stage_note(name, data) for name, data in (notes or {}).items()]
@@ -313,30 +326,66 @@ class SegmentationEngine:
         return self._result(source, count, {kind: str(path) for kind, path in paths.items()}, started, startup,
                             times, audio)
 
+    def segment_file(self, source_spec: str | Path, path: str | Path, on_start: OnStart | None = None,
+                     on_frame: OnFrame | None = None, on_warning: OnMessage | None = None,
+                     on_finish: OnFinish | None = None) -> SegmentResult:
+        """Segment one video into exactly one video file, ``path``; return what was written. See
+        :func:`segment_to_file`."""
+        options = self.options
+        started = time.perf_counter()
+        path = Path(path)
+        paths = self.planned_outputs(path, single_file=True)
+        (key,) = paths
+        source = self.open(source_spec, on_warning, encoded_outputs(paths), mode="file")
+        with source:
+            _refuse_existing(path, options.overwrite)
+            try:
+                with atomic_path(path) as temp:
+                    staged = {key: temp}
+                    count, startup, times = self._run(source, self._writing(staged, source), started, on_start,
+                                                      on_frame, lambda: on_finish and on_finish(path.name))
+                    audio = self._keep_audio(source, staged, on_warning)
+                    raise_if_stopped()
+                    _refuse_existing(path, options.overwrite, during_run=True)
+            except OSError as err:
+                raise WriteError(f"cannot write {path}: {err.strerror or err}") from err
+        return self._result(source, count, {key: str(path)}, started, startup, times, audio)
+
     def stream(self, source_spec: str | Path, output: BinaryIO, label: str = "stdout", on_start: OnStart | None = None,
                on_frame: OnFrame | None = None, on_warning: OnMessage | None = None,
                on_finish: OnFinish | None = None) -> SegmentResult:
         """Segment one video into ``output`` as one lossless video (:class:`StreamVideoWriter`); return
         what was written. See :func:`segment_to_stream`."""
         options = self.options
-        if len(options.outputs) != 1:
+        requested = options.outputs or (STREAM_DEFAULT,)
+        layer = single_layer(requested, bool(self.background))
+        if layer is None:
             raise InputError(f"-o - streams one video: choose one of {', '.join(OUTPUT_KINDS)} with --save, "
-                             f"not {','.join(options.outputs)}")
-        kind = options.outputs[0]
-        channels = 3 if kind == "alpha" and self.background else STREAM_CHANNELS[kind]
+                             f"not {','.join(requested)}")
         started = time.perf_counter()
-        source = self.open(source_spec, on_warning, streaming=True)
+        source = self.open(source_spec, on_warning, [(layer, ".mkv")], mode="stream")
         with source:
 
             def open_outputs(stack: contextlib.ExitStack) -> FrameWriter:
-                writer = stack.enter_context(StreamVideoWriter.for_source(output, source, channels=channels, label=label))
+                writer = stack.enter_context(StreamVideoWriter.for_source(output, source, channels=STREAM_CHANNELS[layer],
+                                                                          label=label))
+                player = self.background.player(source.height, source.width) if self.background else None
+                if player is not None:
+                    stack.callback(player.close)
                 return lambda frame, probability: writer.write(
-                    _stream_image(kind, frame, self._matte(frame, probability), self.background),
+                    layer_image(layer, frame, self._matte(frame, probability), lambda: player.for_frame(frame)),
                     pts=frame.pts, duration=frame.duration)
 
             count, startup, times = self._run(source, open_outputs, started, on_start, on_frame,
                                               lambda: on_finish and on_finish(label))
-        return self._result(source, count, {kind: label}, started, startup, times, None)
+        return self._result(source, count, {",".join(requested): label}, started, startup, times, None)
+
+    def _writing(self, staged: dict[str, Path], source: FrameSource) -> Callable[[contextlib.ExitStack], FrameWriter]:
+        """What opens the writers of ``staged`` and gives the function that writes a frame to them."""
+        def open_outputs(stack: contextlib.ExitStack) -> FrameWriter:
+            writers = LayerWriters(stack, staged, source, self.background, self.options.crf, self.options.prores_profile)
+            return lambda frame, probability: writers.write(frame, self._matte(frame, probability))
+        return open_outputs
 
     def _matte(self, frame: Frame, probability: np.ndarray) -> FrameMatte:
         return FrameMatte(probability, frame.rgb, self.options.matte, self.options.threshold)
@@ -425,60 +474,33 @@ def segment_to_stream(source_spec: str | Path, output: BinaryIO, options: Segmen
     """Segment one video into the binary file object ``output`` (stdout for a pipe) as one lossless
     video, FFV1 in Matroska, with the source's timestamps; return what was written.
 
-    ``options.outputs`` must name one kind (:data:`STREAM_CHANNELS`). ``label`` names ``output`` in
+    ``options.outputs`` must name one kind (default: the mask video). ``label`` names ``output`` in
     messages; the callbacks are those of :func:`segment_video`. A reader that closes the pipe
     early raises :class:`BrokenPipeError`.
     """
     return SegmentationEngine(options, on_info).stream(source_spec, output, label, on_start, on_frame, on_warning)
 
 
+def segment_to_file(source_spec: str | Path, path: str | Path, options: SegmentOptions | None = None,
+                    on_start: OnStart | None = None, on_frame: OnFrame | None = None,
+                    on_info: OnMessage | None = None, on_warning: OnMessage | None = None) -> SegmentResult:
+    """Segment one video into exactly one video file ``path`` (``-o cut.mov``), written to a
+    temporary file beside it and renamed when complete; return what was written.
+
+    What the file holds comes from ``options.outputs`` (one kind) or, when they name none, from
+    the suffix: see :func:`hmhi_cli.outputs.file_layer`. An existing file is replaced only when
+    ``options.overwrite``. The callbacks are those of :func:`segment_video`.
+    """
+    return SegmentationEngine(options, on_info).segment_file(source_spec, path, on_start, on_frame, on_warning)
+
+
+def _refuse_existing(path: Path, overwrite: bool, during_run: bool = False) -> None:
+    if os.path.lexists(path) and not overwrite:
+        when = "appeared during the run" if during_run else "exists"
+        raise OutputError(f"output {when}: {path}; pass --overwrite to replace it")
+
+
 def _warn(on_warning: OnMessage | None, messages: list[str]) -> None:
     if on_warning:
         for message in messages:
             on_warning(message)
-
-
-def _stream_image(kind: str, frame: Frame, matte: FrameMatte, background: Background | None) -> np.ndarray:
-    """The frame that ``-o -`` streams for an output kind."""
-    if kind == "probs":
-        return matte.soft
-    if kind == "alpha":
-        return composite(frame.rgb, matte.alpha, background) if background else np.dstack([frame.rgb, matte.alpha])
-    return overlay(frame.rgb, matte.mask) if kind == "overlay" else matte.mask
-
-
-def _open_writers(stack: contextlib.ExitStack, paths: dict[str, Path], source: FrameSource) -> dict:
-    writers: dict = {}
-    for kind in ("masks", "probs", "alpha_png"):
-        if kind in paths:
-            writers[kind] = stack.enter_context(PngSequenceWriter(paths[kind]))
-    if "mask_video" in paths:
-        lossless = paths["mask_video"].suffix == ".mkv"
-        writers["mask_video"] = stack.enter_context(MaskVideoWriter.for_source(paths["mask_video"], source, lossless=lossless))
-    for kind in ("alpha_webm", "alpha_mov"):
-        if kind in paths:
-            writers[kind] = stack.enter_context(AlphaVideoWriter.for_source(paths[kind], source))
-    if "composite" in paths:
-        writers["composite"] = stack.enter_context(RgbVideoWriter.for_source(paths["composite"], source))
-    if "overlay" in paths:
-        writers["overlay"] = stack.enter_context(OverlayVideoWriter.for_source(paths["overlay"], source))
-    return writers
-
-
-def _write_frame(writers: dict, frame: Frame, matte: FrameMatte, background) -> None:
-    timing = dict(pts=frame.pts, duration=frame.duration)
-    if "masks" in writers:
-        writers["masks"].write(frame.index, matte.mask)
-    if "probs" in writers:
-        writers["probs"].write(frame.index, matte.soft)
-    if "mask_video" in writers:
-        writers["mask_video"].write(matte.mask, **timing)
-    if "alpha_png" in writers:
-        writers["alpha_png"].write(frame.index, np.dstack([frame.rgb, matte.alpha]))
-    for kind in ("alpha_webm", "alpha_mov"):
-        if kind in writers:
-            writers[kind].write(frame.rgb, matte.alpha, **timing)
-    if "composite" in writers:
-        writers["composite"].write(composite(frame.rgb, matte.alpha, background), **timing)
-    if "overlay" in writers:
-        writers["overlay"].write(frame.rgb, matte.mask, **timing)

@@ -33,9 +33,11 @@ if TYPE_CHECKING:
 Warn = Callable[[str], None]
 
 SAVE_HELP = ("Outputs, comma-separated or repeated: masks (PNG 0/255), probs (the raw soft map, PNG), mask-video "
-             "(mask.mp4, or mask.mkv with --lossless), alpha (RGBA PNGs + alpha.webm + alpha.mov with the --matte, "
-             "or composite.mp4 with --background), overlay (overlay.mp4). Default: masks,mask-video; "
-             "with -o -, one of them (default mask-video).")
+             "(mask.mp4, or mask.mkv with --lossless), alpha-png (RGBA PNGs), alpha-webm (VP9 with alpha), "
+             "alpha-mov (ProRes 4444), alpha (all three; composite.mp4 instead with --background, unless composite "
+             "is named too), composite (composite.mp4: the object on --background), foreground-png and "
+             "foreground-mov (the object's own colour with the matte; foreground: both), overlay (overlay.mp4). "
+             "Default: masks,mask-video; with -o FILE or -o -, one kind (default: from the suffix; mask-video).")
 MATTE_HELP = ("Matte of the alpha outputs and the composite: refined (opaque object, clear background, "
               "edges refined on the frame), soft (the model's raw soft map) or hard (the mask, 0/255).")
 SOURCES_HELP = ("Video files, folders of images (one video each), folders of videos (each of their videos), "
@@ -43,7 +45,8 @@ SOURCES_HELP = ("Video files, folders of images (one video each), folders of vid
 START_HELP = ("Begin at the first frame shown at or after SECONDS (ffmpeg's -ss): outputs are rebased to start at 0, "
               "PNGs keep the source's frame numbers. Image folders are timed by --fps.")
 OUT_HELP = ("Output folder; with several videos, one subfolder per video (named after its file). "
-            "- streams one video to stdout (FFV1 in Matroska).")
+            "FILE.mp4|.mov|.webm|.mkv writes that one video file (.mov ProRes 4444 with alpha, .webm VP9 with alpha, "
+            ".mp4 the mask video or composite, .mkv lossless FFV1). - streams one video to stdout (FFV1 in Matroska).")
 BATCH_FAILED = 1
 
 
@@ -63,11 +66,13 @@ def register(app: typer.Typer) -> None:
         flow_dir: Path = typer.Option(None, "--flow-dir", help="Precomputed flow images, one per frame, in frame order."),
         memory_limit: int = typer.Option(None, "--memory-limit", help="Frames kept in memory, at least 1 (default: the weights')."),
         lossless: bool = typer.Option(False, "--lossless", help="Write mask.mkv (FFV1) instead of mask.mp4."),
-        background: str = typer.Option(None, "--background", help="Colour (green, #00ff00, 0,255,0) or image: composite instead of alpha."),
+        background: str = typer.Option(None, "--background", help="Colour (green, #00ff00, 0,255,0), image or video (looped, scaled to cover) for the composite."),
         matte: str = typer.Option("refined", "--matte", help=MATTE_HELP),
         choke: int = typer.Option(0, "--choke", metavar="PX", help="Erode the matte by PX pixels (negative: expand it), up to 200."),
         feather: int = typer.Option(0, "--feather", metavar="PX", help="Blur the matte's edge over PX pixels each side, up to 200."),
         invert: bool = typer.Option(False, "--invert", help="Invert the matte: the background opaque, the object clear."),
+        crf: int = typer.Option(None, "--crf", metavar="N", help="Quality of the lossy encoders, 0 (best) to 51: H.264 mask, overlay and composite videos (default 16, 20, 20) and VP9 (default 18)."),
+        prores_profile: str = typer.Option("4444", "--prores-profile", help="ProRes profile of the .mov outputs with alpha: 4444 or 4444xq."),
         fps: float = typer.Option(None, "--fps", help="Frame rate of an image-folder input, 0.01 to 1000 (default 25)."),
         start: float = typer.Option(None, "--start", metavar="SECONDS", help=START_HELP),
         duration: float = typer.Option(None, "--duration", metavar="SECONDS", help="Segment this many seconds from the start (ffmpeg's -t)."),
@@ -83,7 +88,8 @@ def register(app: typer.Typer) -> None:
         from hmhi_cli.flow import parse_shard
         from hmhi_cli.matte import MatteSettings
         from hmhi_cli.runtime import share_cores_between_stages
-        from hmhi_cli.segment import DEFAULT_OUTPUTS, SegmentationEngine, SegmentOptions
+        from hmhi_cli.outputs import is_file_target
+        from hmhi_cli.segment import SegmentationEngine, SegmentOptions
         from hmhi_cli.video.trim import Trim
 
         if not out:
@@ -93,12 +99,12 @@ def register(app: typer.Typer) -> None:
         streaming = out == "-"
         chosen = tuple(dict.fromkeys(item.strip() for entry in save for item in entry.split(",") if item.strip()))
         options = SegmentOptions(
-            outputs=chosen or (("mask-video",) if streaming else DEFAULT_OUTPUTS), weights=weights, size=size,
+            outputs=chosen, weights=weights, size=size,
             memory_limit=memory_limit, threshold=threshold, device=device.value, precision=precision.value,
             flow=flow.value, raft_weights=raft_weights, flow_dir=flow_dir, lossless=lossless, background=background,
             overwrite=overwrite, fps=fps, audio=not no_audio,
-            matte=MatteSettings(kind=matte, choke=choke, feather=feather, invert=invert),
-            trim=Trim.from_options(start, duration, frames),
+            matte=MatteSettings(kind=matte, choke=choke, feather=feather, invert=invert), crf=crf,
+            prores_profile=prores_profile, trim=Trim.from_options(start, duration, frames),
         )
         shard_index, shard_count = parse_shard(shard)
         if streaming or as_json:
@@ -113,7 +119,12 @@ def register(app: typer.Typer) -> None:
                 err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
         batch = is_batch(sources)
+        one_file = not streaming and is_file_target(out)
+        if one_file and batch:
+            raise InputError(f"-o {out} is one file; several videos need a folder (one subfolder per video)")
         engine = SegmentationEngine(options, on_info)
+        if one_file:
+            engine.planned_outputs(out, single_file=True)  # refuse what one file cannot hold before loading anything
         try:
             if streaming:
                 _check_streamable(batch, as_json, shard_count)
@@ -123,7 +134,7 @@ def register(app: typer.Typer) -> None:
             elif shard_index > 0:
                 on_info(f"shard {shard}: nothing to do (one video, in shard 0/{shard_count})")
             else:
-                _segment_one(sources[0], Path(out), engine, as_json, quiet, on_warning)
+                _segment_one(sources[0], Path(out), engine, as_json, quiet, on_warning, one_file)
         except BrokenPipeError:
             _end_on_closed_stdout()
 
@@ -160,8 +171,10 @@ def _with_progress(quiet: bool, segment: Callable[[OnStart, OnFrame, OnFinish], 
         return result
 
 
-def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bool, quiet: bool, on_warning: Warn) -> None:
-    result = _with_progress(quiet, lambda on_start, on_frame, on_finish: engine.segment(
+def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bool, quiet: bool, on_warning: Warn,
+                 one_file: bool) -> None:
+    segment = engine.segment_file if one_file else engine.segment
+    result = _with_progress(quiet, lambda on_start, on_frame, on_finish: segment(
         source, out, on_start, on_frame, on_warning, on_finish=on_finish))
     if as_json:
         print_json(result.to_dict())

@@ -25,6 +25,7 @@ from hmhi_cli.errors import OutputError
 
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "alac", "opus", "ac3", "eac3", "flac"})
 """Audio codecs copied into MP4 as they are; any other is re-encoded to AAC."""
+_CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 AAC_BIT_RATE = 192_000
 _AAC_SAMPLE_RATES = frozenset({96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000})
 _AAC_FALLBACK_RATE = 48000
@@ -51,7 +52,7 @@ class _ChannelOrder:
 
 def add_audio(video_path: Path, audio_input: av.container.InputContainer, label: str,
               on_warning: Callable[[str], None] | None = None, start_seconds: Fraction | None = None) -> str | None:
-    """Rewrite the MP4 ``video_path``, in place and atomically, with the first audio stream of
+    """Rewrite the MP4 ``video_path`` (or MOV, MKV, as its suffix says), in place and atomically, with the first audio stream of
     ``audio_input`` (``label`` names it in messages) beside its video; return what was done,
     ``"aac copied"`` or ``"pcm_s16le re-encoded to aac"``, or None when a channel layout that
     cannot be kept left the sound out (said through ``on_warning``).
@@ -72,9 +73,11 @@ def add_audio(video_path: Path, audio_input: av.container.InputContainer, label:
             on_warning(f"the sound of {label} is left out of {video_path.name}: {order.unkeepable}")
         return None
     copy = codec in MP4_AUDIO_CODECS and (order is None or order.permutation is None)
+    container_format = _CONTAINER_FORMATS.get(video_path.suffix.lower(), "mp4")
     try:
         with av.open(str(video_path)) as video_input, atomic_path(video_path) as temp, \
-                av.open(str(temp), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
+                av.open(str(temp), mode="w", format=container_format,
+                        options={"movflags": "+faststart"} if container_format != "matroska" else {}) as output:
             source_video = video_input.streams.video[0]
             video_end = _end_seconds(video_input, source_video)
             video_out = output.add_stream_from_template(source_video)

@@ -7,14 +7,13 @@ command line sees the same list, and ``--shard i/n`` picks every n-th video from
 batch with no coordination. A batch resumes: a video whose outputs are all there is skipped
 unless overwriting, and a video that fails is reported while the others go on.
 
-Each output folder records which input made it (:data:`INPUT_NOTE`), so that a rerun never takes
-another video's outputs for this one's, and a video's name depends only on the videos that
-share its stem (see :func:`collect_videos`).
+Each output folder records which input and which settings made it (:mod:`hmhi_cli.reruns`), so
+that a rerun never takes another video's outputs, or outputs of other settings, for this one's,
+and a video's name depends only on the videos that share its stem (see :func:`collect_videos`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -24,10 +23,11 @@ from pathlib import Path
 
 import av
 
-from hmhi_cli.errors import HmhiError, InputError
+from hmhi_cli.errors import HmhiError, InputError, OutputError
 from hmhi_cli.flow import parse_shard
 from hmhi_cli.interrupt import raise_if_stopped
 from hmhi_cli.output_folder import remove_debris
+from hmhi_cli.reruns import EarlierRun
 from hmhi_cli.segment import OnFinish, OnFrame, OnMessage, OnStart, SegmentationEngine, SegmentResult
 from hmhi_cli.video import DEFAULT_IMAGE_FPS, IMAGE_SUFFIXES, natural_key
 from hmhi_cli.video.trim import Trim, expected_frames
@@ -35,10 +35,7 @@ from hmhi_cli.video.trim import Trim, expected_frames
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                             ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".mxf", ".nut", ".y4m"})
 """What a folder of videos is expanded to (its other files are left alone)."""
-INPUT_NOTE = ".hmhi-input.json"
-"""The file, in each output folder of a batch, that records the input it was made from: its path,
-size in bytes and modification time (for a folder of images, their total size and latest time)."""
-
+EARLIER_VERSION_NOTE = "made by an earlier version; settings unknown"
 
 @dataclass(frozen=True)
 class BatchVideo:
@@ -51,13 +48,15 @@ class BatchVideo:
 @dataclass
 class VideoOutcome:
     """How one video of a batch ended: ``status`` is ``done`` (with ``result``), ``skipped``
-    (its outputs were all there) or ``failed`` (with ``error``, one line)."""
+    (its outputs were all there; ``note`` says when their settings are unknown) or ``failed``
+    (with ``error``, one line)."""
 
     video: BatchVideo
     output: Path
     status: str
     result: SegmentResult | None = None
     error: str | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict:
         data = {"name": self.video.name, "input": str(self.video.source), "output": str(self.output),
@@ -66,6 +65,8 @@ class VideoOutcome:
             data.update(self.result.to_dict())
         if self.error is not None:
             data["error"] = self.error
+        if self.note is not None:
+            data["note"] = self.note
         return data
 
 
@@ -154,38 +155,6 @@ def _safe_name(name: str) -> str:
     return f"_{name}" if not name or name.startswith(".") else name
 
 
-def input_record(source: Path) -> dict:
-    """What :data:`INPUT_NOTE` records of ``source``."""
-    if source.is_dir():
-        stats = [path.stat() for path in _files(source, IMAGE_SUFFIXES)]
-        size, modified = sum(stat.st_size for stat in stats), max((stat.st_mtime_ns for stat in stats), default=0)
-    else:
-        stat = source.stat()
-        size, modified = stat.st_size, stat.st_mtime_ns
-    return {"input": str(source.resolve()), "size": size, "mtime_ns": modified}
-
-
-def _made_from_another(out_dir: Path, source: Path) -> str | None:
-    """Why the outputs in ``out_dir`` are not those of ``source`` (one line), or None when they
-    are, or when no input is recorded there."""
-    note = out_dir / INPUT_NOTE
-    if not os.path.lexists(note):
-        return None
-    try:
-        recorded = json.loads(note.read_text(encoding="utf-8"))
-        made_from = Path(recorded["input"])
-        same = (made_from.name, recorded["size"], recorded["mtime_ns"])
-    except (OSError, ValueError, TypeError, KeyError):
-        return f"{out_dir} holds outputs of an input it does not name ({note.name} is unreadable); " \
-               "pass --overwrite to replace them"
-    record = input_record(source)
-    if same == (Path(record["input"]).name, record["size"], record["mtime_ns"]):
-        return None
-    if str(made_from) == record["input"]:
-        return f"{out_dir} holds the outputs of {source} as it was before it changed; pass --overwrite to redo it"
-    return f"{out_dir} holds the outputs of another input, {made_from}; pass --overwrite to replace them"
-
-
 def _outside(out_root: Path, out_dir: Path) -> str | None:
     """Why ``out_dir`` is not a folder of its own inside ``out_root`` (one line), or None."""
     if os.path.realpath(out_dir) == os.path.join(os.path.realpath(out_root), out_dir.name):
@@ -258,11 +227,12 @@ def segment_batch(videos: Sequence[BatchVideo], out_root: str | os.PathLike, eng
     """Segment each video into ``out_root/<name>/`` with ``engine``; yield each outcome as it ends.
 
     ``on_video(video)`` is called as each video begins, the other callbacks are those of
-    :func:`hmhi_cli.segment.segment_video`. A video whose outputs all exist is skipped unless
-    the engine's options overwrite; what a killed run left in its folder is deleted all the same.
-    A folder whose outputs were made from another input (or an earlier version of this one),
-    and a folder name that leads out of ``out_root`` (a link), fail that video unless overwriting
-    (the link always). A video that fails is reported and the batch goes on; weights that cannot
+    :func:`hmhi_cli.segment.segment_video`. A video whose outputs all exist, made from it with the
+    same settings (or by an earlier version, which recorded none), is skipped unless the engine's
+    options overwrite; what a killed run left in its folder is deleted all the same. A folder
+    whose outputs were made from another input (or an earlier state of this one) or with other
+    settings, and a folder name that leads out of ``out_root`` (a link), fail that video unless
+    overwriting (the link always). A video that fails is reported and the batch goes on; weights that cannot
     be loaded, and interruptions (checked before each video), stop it.
     """
     if engine.options.flow_dir is not None and len(videos) > 1:
@@ -272,26 +242,27 @@ def segment_batch(videos: Sequence[BatchVideo], out_root: str | os.PathLike, eng
         out_dir = Path(out_root) / video.name
         if on_video:
             on_video(video)
-        overwrite = engine.options.overwrite
+        earlier = EarlierRun.NONE
         try:
             problem = _outside(Path(out_root), out_dir)
-            if problem is None and not overwrite:
-                problem = _made_from_another(out_dir, video.source)
+            if problem is None:
+                earlier = engine.earlier_run(video.source, out_dir)
+        except OutputError as err:  # the folder holds outputs of another input or other settings
+            problem = str(err)
         except OSError as err:  # the input vanished or cannot be read meanwhile
             problem = f"cannot read {video.source}: {err.strerror or err}"
         if problem is not None:
             yield VideoOutcome(video, out_dir, "failed", error=problem)
             continue
         remove_debris(out_dir)
-        outputs = engine.planned_outputs(out_dir).values()
-        if not overwrite and all(os.path.lexists(path) for path in outputs):
-            yield VideoOutcome(video, out_dir, "skipped")
+        if earlier is not EarlierRun.NONE:
+            note = EARLIER_VERSION_NOTE if earlier is EarlierRun.SETTINGS_UNKNOWN else None
+            yield VideoOutcome(video, out_dir, "skipped", note=note)
             continue
         engine.load()
         try:
-            outcome = VideoOutcome(video, out_dir, "done", engine.segment(
-                video.source, out_dir, on_start, on_frame, on_warning, notes={INPUT_NOTE: input_record(video.source)},
-                on_finish=on_finish))
+            outcome = VideoOutcome(video, out_dir, "done", engine.segment(video.source, out_dir, on_start, on_frame,
+                                                                          on_warning, on_finish=on_finish))
         except HmhiError as err:
             outcome = VideoOutcome(video, out_dir, "failed", error=str(err))
         except Exception as err:  # anything one video raises, such as running out of memory, ends that video only

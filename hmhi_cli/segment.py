@@ -51,6 +51,16 @@ from hmhi_cli.outputs import (
 from hmhi_cli.outputs import planned_outputs as _planned_outputs
 from hmhi_cli.output_writers import LayerWriters, layer_image
 from hmhi_cli.pipeline import Worker, run_ahead
+from hmhi_cli.reruns import (
+    INPUT_NOTE,
+    SETTINGS_NOTE,
+    EarlierRun,
+    examine,
+    existing_outputs_message,
+    input_record,
+    settings_note,
+    settings_record,
+)
 from hmhi_cli.video import (
     Background,
     Frame,
@@ -260,6 +270,7 @@ class SegmentationEngine:
         self.background: Background | None = parse_background(self.options.background) if self.options.background else None
         self._on_info = on_info
         self._model: LoadedModel | None = None
+        self._settings: dict | None = None
 
     def load(self) -> LoadedModel:
         """Load the weights and the flow backend unless already loaded; return them."""
@@ -296,13 +307,30 @@ class SegmentationEngine:
             source.close()
             raise
 
+    def settings(self) -> dict:
+        """The record of the options that decide the outputs (see :func:`hmhi_cli.reruns.settings_record`)."""
+        if self._settings is None:
+            self._settings = settings_record(self.options)
+        return self._settings
+
+    def earlier_run(self, source_spec: str | Path, out_dir: str | Path) -> EarlierRun:
+        """What ``out_dir`` holds for a run of this video with these options: see
+        :func:`hmhi_cli.reruns.examine`, which raises :class:`OutputError` for outputs of another
+        input or other settings. With ``overwrite``, always ``EarlierRun.NONE``."""
+        if self.options.overwrite:
+            return EarlierRun.NONE
+        source = None if str(source_spec) == "-" else Path(source_spec)
+        return examine(Path(out_dir), self.planned_outputs(out_dir).values(), source, self.settings(),
+                       lambda: settings_record(type(self.options)()))
+
     def segment(self, source_spec: str | Path, out_dir: str | Path, on_start: OnStart | None = None,
                 on_frame: OnFrame | None = None, on_warning: OnMessage | None = None,
                 notes: Mapping[str, dict] | None = None, on_finish: OnFinish | None = None) -> SegmentResult:
         """Segment one video into ``out_dir``; return what was written. See :func:`segment_video`.
 
-        ``notes`` maps hidden file names to data written there as JSON with the outputs (such as
-        which input made them, see :mod:`hmhi_cli.batch`), replacing notes of an earlier run.
+        The settings and the input that made the outputs are written with them
+        (:mod:`hmhi_cli.reruns`); ``notes`` maps more hidden file names to data written there as
+        JSON. Notes replace those of an earlier run.
         """
         options = self.options
         started = time.perf_counter()
@@ -312,15 +340,15 @@ class SegmentationEngine:
             with OutputFolder(out_dir) as folder:
                 existing = [str(path) for path in paths.values() if os.path.lexists(path)]
                 if existing and not options.overwrite:
-                    raise OutputError(f"output exists: {existing[0]}" + (f" (+{len(existing) - 1} more)" if len(existing) > 1 else "")
-                                      + "; pass --overwrite to replace")
+                    raise OutputError(existing_outputs_message(Path(out_dir), existing))
                 staged = {kind: folder.staging / path.name for kind, path in paths.items()}
                 videos = [path.name for path in paths.values() if path.suffix] or [path.name for path in paths.values()]
                 finishing = ", ".join(videos)
                 count, startup, times = self._run(source, self._writing(staged, source), started, on_start, on_frame,
                                                   lambda: on_finish and on_finish(finishing))
                 audio = self._keep_audio(source, staged, on_warning)
-                note_paths = [folder.stage_note(name, data) for name, data in (notes or {}).items()]
+                notes = {**self._notes(source_spec), **(notes or {})}
+                note_paths = [folder.stage_note(name, data) for name, data in notes.items()]
                 raise_if_stopped()
                 folder.commit([*paths.values(), *note_paths], options.overwrite, replaceable=note_paths)
         return self._result(source, count, {kind: str(path) for kind, path in paths.items()}, started, startup,
@@ -386,6 +414,14 @@ class SegmentationEngine:
             writers = LayerWriters(stack, staged, source, self.background, self.options.crf, self.options.prores_profile)
             return lambda frame, probability: writers.write(frame, self._matte(frame, probability))
         return open_outputs
+
+    def _notes(self, source_spec: str | Path) -> dict[str, dict]:
+        """The notes a run leaves with its outputs: the settings and the input."""
+        model = self.load()
+        made_with = {"device": str(model.device), "flow": model.flow_name, "input_size": model.size,
+                     "memory_limit": self.options.memory_limit or model.info.memory_limit}
+        source = None if str(source_spec) == "-" else Path(source_spec)
+        return {SETTINGS_NOTE: settings_note(self.settings(), made_with), INPUT_NOTE: input_record(source)}
 
     def _matte(self, frame: Frame, probability: np.ndarray) -> FrameMatte:
         return FrameMatte(probability, frame.rgb, self.options.matte, self.options.threshold)

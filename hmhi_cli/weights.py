@@ -59,17 +59,17 @@ class WeightsInfo:
             "memory_limit": self.memory_limit,
             "flow_max_side": self.flow_max_side,
             "source_format": self.source_format,
-            "provenance": _without_machine_paths(self.provenance),
+            "provenance": without_machine_paths(self.provenance),
         }
 
 
-def _without_machine_paths(value):
+def without_machine_paths(value):
     """``value`` (provenance) with each absolute path shown by its last part: where files lay on the
     machine that made the weights says nothing about them and is not for others to read."""
     if isinstance(value, dict):
-        return {key: _without_machine_paths(item) for key, item in value.items()}
+        return {key: without_machine_paths(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_without_machine_paths(item) for item in value]
+        return [without_machine_paths(item) for item in value]
     if isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")):
         return Path(value).name
     return value
@@ -84,6 +84,19 @@ def default_weights_path() -> Path:
         return Path(str(importlib.resources.files("hmhi_cli.default_weights") / DEFAULT_WEIGHTS_NAME))
     except ModuleNotFoundError:  # a source tree on sys.path without an install
         return Path(__file__).resolve().parents[1] / "weights" / DEFAULT_WEIGHTS_NAME
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata header of a safetensors weights file, without reading its tensors ({} for
+    other files). Raises :class:`WeightsError` for a damaged one."""
+    path = Path(path)
+    if not _is_safetensors(path):
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: damaged safetensors file ({str(exc)[:200]})") from None
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -131,9 +144,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if _is_safetensors(path):
+        metadata = read_metadata(path)
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = dict(handle.metadata() or {})
             return load_file(str(path)), metadata
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: damaged safetensors file ({str(exc)[:200]})") from None

@@ -84,7 +84,7 @@ def test_a_batch_goes_on_past_a_broken_video_and_loads_the_weights_once(first_ru
         if outcome["status"] == "done":
             folder = out / outcome["name"]
             assert outcome["output"] == str(folder) and outcome["frames"] == FRAMES
-            assert sorted(p.name for p in folder.iterdir()) == [".hmhi-input.json", "mask.mp4", "masks"]
+            assert sorted(p.name for p in folder.iterdir()) == [".hmhi-input.json", ".hmhi-settings.json", "mask.mp4", "masks"]
             assert len(list((folder / "masks").glob("*.png"))) == FRAMES
     broken = outcomes[3]
     assert "broken.mp4" in broken["error"] and not (out / "broken").exists()
@@ -152,7 +152,7 @@ def test_a_rerun_deletes_what_a_killed_run_left_in_the_folders_it_skips(first_ru
     result = segment(inputs, out, tiny_weights, "--json", "-q", "--shard", "0/2")
     assert result.returncode == 0, result.stderr.decode()
     assert ("b10", "skipped") in [(o["name"], o["status"]) for o in json_lines(result.stdout)]
-    assert sorted(p.name for p in folder.iterdir()) == [".hmhi-input.json", "mask.mp4", "masks"]
+    assert sorted(p.name for p in folder.iterdir()) == [".hmhi-input.json", ".hmhi-settings.json", "mask.mp4", "masks"]
 
 
 def test_names_that_would_leave_the_output_folder_or_break_lines_are_made_safe(tiny_weights, tmp_path):

@@ -101,7 +101,7 @@ def test_a_rerun_cleans_what_a_killed_run_left(tiny_weights, clip, tmp_path):
     assert len(list(out.glob(".*"))) >= 3
     result = run("segment", str(clip), "-o", str(out), "--weights", str(tiny_weights), "--flow", "dis", "-q")
     assert result.returncode == 0, result.stderr.decode()
-    assert sorted(p.name for p in out.iterdir()) == ["mask.mp4", "masks"]
+    assert sorted(p.name for p in out.iterdir()) == [".hmhi-input.json", ".hmhi-settings.json", "mask.mp4", "masks"]
     assert len(list((out / "masks").iterdir())) == FRAMES
 
 
@@ -126,7 +126,7 @@ def test_overwrite_replaces_files_and_links_without_following_them(tiny_weights,
     assert not (out / "mask.mp4").is_symlink() and len(video_timestamps(out / "mask.mp4")) == FRAMES
     assert precious_file.read_bytes() == b"keep me"
     assert [p.name for p in precious_folder.iterdir()] == ["00000.png"]
-    assert sorted(p.name for p in out.iterdir()) == ["mask.mp4", "masks", "probs"]
+    assert sorted(p.name for p in out.iterdir()) == [".hmhi-input.json", ".hmhi-settings.json", "mask.mp4", "masks", "probs"]
 
 
 BAD_OPTION_VALUES = [
@@ -179,7 +179,7 @@ def test_commit_interrupted_by_a_signal_still_lands_every_output(tiny_weights, c
                             capture_output=True, timeout=300)
     stderr = result.stderr.decode()
     assert result.returncode == 143 and "Traceback" not in stderr, stderr
-    assert sorted(p.name for p in out.iterdir()) == ["mask.mp4", "masks", "overlay.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == [".hmhi-input.json", ".hmhi-settings.json", "mask.mp4", "masks", "overlay.mp4"]
 
 
 def test_a_failed_commit_puts_everything_back(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 from test_segment import DAVIS, make_clip, tiny_weights  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not DAVIS.exists(), reason="../shared/davis16-dev absent")
-OUTPUTS = [".hmhi-input.json", "mask.mp4", "masks"]
+OUTPUTS = [".hmhi-input.json", ".hmhi-settings.json", "mask.mp4", "masks"]
 
 SIGNAL_AT = """
 import io, os, shutil, sys

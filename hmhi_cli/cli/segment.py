@@ -173,6 +173,16 @@ def _with_progress(quiet: bool, segment: Callable[[OnStart, OnFrame, OnFinish], 
 
 def _segment_one(source: str, out: Path, engine: SegmentationEngine, as_json: bool, quiet: bool, on_warning: Warn,
                  one_file: bool) -> None:
+    from hmhi_cli.reruns import EarlierRun
+
+    if not one_file and engine.earlier_run(source, out) is EarlierRun.DONE:
+        if as_json:
+            print_json({"input": source, "output": str(out), "status": "skipped"})
+        elif not quiet:
+            err_console.print(f"nothing to do: {printable(str(out))} holds the outputs of {printable(source)} made with "
+                              "these settings (pass --overwrite to redo them)", markup=False, highlight=False,
+                              soft_wrap=True)
+        return
     segment = engine.segment_file if one_file else engine.segment
     result = _with_progress(quiet, lambda on_start, on_frame, on_finish: segment(
         source, out, on_start, on_frame, on_warning, on_finish=on_finish))
@@ -247,8 +257,9 @@ def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, sh
                 err_console.print(f"[bold red]failed[/] {escape(f'{name}: {printable(outcome.error)}')}", highlight=False,
                                   soft_wrap=True)
             elif not quiet and outcome.status == "skipped":
-                err_console.print(f"skipped {name}: its outputs are all in {output}", markup=False, highlight=False,
-                                  soft_wrap=True)
+                note = f" ({outcome.note})" if outcome.note else ""
+                err_console.print(f"skipped {name}: its outputs are all in {output}{note}", markup=False,
+                                  highlight=False, soft_wrap=True)
             elif not quiet:
                 result = outcome.result
                 err_console.print(f"done {name}: {result.frames} frames in {result.seconds:.1f} s -> {output}",

@@ -14,7 +14,6 @@ sequences the earlier manifest lists and those about to be segmented.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -27,10 +26,10 @@ from hmhi_cli.data.layouts import Sequence, load_dataset
 from hmhi_cli.errors import OutputError
 from hmhi_cli.flow import resolve_flow_backend
 from hmhi_cli.inference import load_segmentation_weights, resolve_device, segment_dataset
+from hmhi_cli.weights import file_sha256
 
 MANIFEST_NAME = "hmhi-predictions.json"
 STAGING_NAME = ".hmhi-staging"
-HASH_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,6 @@ class Manifest:
 
     settings: PredictionSettings
     finished: list[str]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_manifest(folder: str | os.PathLike) -> Manifest | None:

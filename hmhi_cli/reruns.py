@@ -21,8 +21,7 @@ from pathlib import Path
 from hmhi_cli import __version__
 from hmhi_cli.data.layouts import list_images
 from hmhi_cli.errors import OutputError
-from hmhi_cli.predictions import file_sha256
-from hmhi_cli.weights import default_weights_path, read_metadata, without_machine_paths
+from hmhi_cli.weights import default_weights_path, file_sha256, read_metadata, without_machine_paths
 
 SETTINGS_NOTE = ".hmhi-settings.json"
 INPUT_NOTE = ".hmhi-input.json"

@@ -7,6 +7,7 @@ Nothing here ever unpickles code: torch files are read with ``weights_only=True`
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.resources
 import json
@@ -34,6 +35,7 @@ MAX_INPUT_SIZE = 2048
 """Largest model input accepted: memory grows with its square (S=4096 takes over 12 GB)."""
 MIN_FLOW_SIDE = 32
 _SHOWN_KEYS = 6
+HASH_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,26 @@ class WeightsInfo:
 
 
 def without_machine_paths(value):
-    """``value`` (provenance) with each absolute path shown by its last part: where files lay on the
-    machine that made the weights says nothing about them and is not for others to read."""
+    """``value`` (provenance) with each file path, absolute or relative (``/work/runs/x``,
+    ``../shared/davis16-train``, ``C:\\data\\x``, ``~/x``), shown by its last part: where files lay
+    on the machine that made the weights says nothing about them and is not for others to read.
+    Addresses (``https://...``) are kept."""
     if isinstance(value, dict):
         return {key: without_machine_paths(item) for key, item in value.items()}
     if isinstance(value, list):
         return [without_machine_paths(item) for item in value]
-    if isinstance(value, str) and (os.path.isabs(value) or value.startswith("~")):
-        return Path(value).name
+    if isinstance(value, str) and "://" not in value and (re.search(r"[/\\]", value) or value.startswith("~")):
+        return re.split(r"[/\\]", value.rstrip("/\\"))[-1] or value
     return value
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def default_weights_path() -> Path:
@@ -281,9 +294,12 @@ def _write_failure(error: Exception) -> str:
 def convert(source: str | os.PathLike, target: str | os.PathLike, input_size: int | None = None,
             memory_limit: int | None = None, flow_max_side: int | None = None) -> WeightsInfo:
     """Convert a published checkpoint (or any loadable weights) into our safetensors format;
-    ``input_size``, ``memory_limit`` and ``flow_max_side`` override what the source records."""
+    ``input_size``, ``memory_limit`` and ``flow_max_side`` override what the source records. The
+    provenance is the source's own (without machine paths), else the source's file name, format
+    and SHA-256."""
     net, info = load_weights(source)
-    provenance = dict(info.provenance) or {"converted_from": Path(source).name, "source_format": info.source_format}
+    provenance = without_machine_paths(dict(info.provenance)) or {
+        "converted_from": Path(source).name, "source_format": info.source_format, "source_sha256": file_sha256(source)}
     size = input_size or info.input_size
     limit = memory_limit or info.memory_limit
     flow_side = flow_max_side or info.flow_max_side

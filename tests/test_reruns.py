@@ -12,10 +12,9 @@ import torch
 
 from hmhi_cli.errors import OutputError
 from hmhi_cli.model import build_model
-from hmhi_cli.predictions import file_sha256
 from hmhi_cli.reruns import SETTINGS_NOTE, UNRECORDED_OPTIONS, examine, settings_record
 from hmhi_cli.segment import SegmentOptions, planned_outputs
-from hmhi_cli.weights import save_weights
+from hmhi_cli.weights import file_sha256, save_weights
 from test_segment import DAVIS, make_clip, one_line_error, run, tiny_weights  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not DAVIS.exists(), reason="../shared/davis16-dev absent")

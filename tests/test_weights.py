@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -18,6 +20,8 @@ from hmhi_cli import weights
 from hmhi_cli.errors import WeightsError
 from hmhi_cli.model import build_model
 from parity import FIXTURE, deterministic_state_dict
+
+DAVIS_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "davis16-dev"
 
 
 def random_b0_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -301,3 +305,61 @@ def test_weights_that_cannot_be_written_are_one_line_with_exit_1(tiny_tensors, t
     assert full.stderr.strip().count("\n") == 0 and "Traceback" not in full.stderr, full.stderr
     assert f"cannot write the weights to {target}" in full.stderr and "File too large" in full.stderr, full.stderr
     assert not any(target.parent.iterdir()), "no partial file is left"
+
+
+def test_weights_info_without_a_path_says_it_shows_the_default_weights_and_prints_no_machine_path():
+    """The shipped weights record their training data as ``../shared/davis16-train``: shown as its name."""
+    environment = {name: value for name, value in os.environ.items() if name != "HMHI_WEIGHTS"} | {"COLUMNS": "200"}
+    default = weights.default_weights_path()
+    shown = subprocess.run([sys.executable, "-m", "hmhi_cli", "weights", "info"], capture_output=True, text=True,
+                           timeout=300, env=environment)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"weights\s+the default: hmhi_default\.safetensors \(embedded in hmhi\)", shown.stdout)
+    recorded = json.loads(weights.read_metadata(default)["provenance"])
+    machine_paths = [value for value in recorded.get("datasets", []) if "/" in value]
+    assert all(path not in shown.stdout for path in machine_paths), shown.stdout
+    as_json = subprocess.run([sys.executable, "-m", "hmhi_cli", "weights", "info", "--json"], capture_output=True,
+                             text=True, timeout=300, env=environment)
+    details = json.loads(as_json.stdout)
+    assert details["default"] is True and details["path"] == str(default)
+    assert details["provenance"]["datasets"] == [path.rsplit("/", 1)[-1] for path in recorded["datasets"]]
+    assert not any("/" in name for name in details["provenance"]["datasets"])
+    assert json.loads(run_cli("weights", "info", str(default), "--json").stdout)["default"] is False
+
+
+def test_converted_weights_record_the_source_by_name_and_sha256_never_by_path(tiny_tensors, tmp_path):
+    source = tmp_path / "machine" / "runs" / "ckpt.pth"
+    source.parent.mkdir(parents=True)
+    torch.save({"network": tiny_tensors}, source)
+    target = tmp_path / "w.safetensors"
+    assert run_cli("weights", "convert", str(source), str(target)).returncode == 0
+    raw = weights.read_metadata(target)["provenance"]
+    assert str(tmp_path) not in raw and "machine" not in raw
+    sha256 = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert json.loads(raw) == {"converted_from": "ckpt.pth", "source_format": "published-checkpoint",
+                               "source_sha256": sha256}
+    older = tmp_path / "older.safetensors"  # written by an earlier version, with a machine path
+    net = build_model("mit_b0")
+    net.load_state_dict(tiny_tensors)
+    weights.save_weights(net, older, input_size=64, provenance={"datasets": ["/work/runs/data/DAVIS"], "steps": 9})
+    again = tmp_path / "again.safetensors"
+    assert run_cli("weights", "convert", str(older), str(again)).returncode == 0
+    assert json.loads(weights.read_metadata(again)["provenance"]) == {"datasets": ["DAVIS"], "steps": 9}
+
+
+@pytest.mark.skipif(not (DAVIS_DEV / "JPEGImages").exists(), reason="../shared/davis16-dev absent")
+def test_fine_tuned_weights_record_dataset_names_and_the_starting_weights_hash(tiny_tensors, tmp_path):
+    start = tmp_path / "start.safetensors"
+    net = build_model("mit_b0")
+    net.load_state_dict(tiny_tensors)
+    weights.save_weights(net, start, input_size=64)
+    run = tmp_path / "run"
+    result = run_cli("finetune", str(start), "--out", str(run), "--data", f"{DAVIS_DEV}:1:blackswan", "--size", "64",
+                     "--steps", "1", "--batch-size", "1", "--clip-length", "2", "--checkpoint-every", "1", "-q")
+    assert result.returncode == 0, result.stderr
+    raw = weights.read_metadata(run / "checkpoints" / "step_0000001.safetensors")["provenance"]
+    assert str(DAVIS_DEV) not in raw and "/" not in raw, raw
+    provenance = json.loads(raw)
+    assert provenance["datasets"] == ["davis16-dev"] and provenance["trained_steps"] == 1
+    assert provenance["fine_tuned_from"] == {"file": "start.safetensors",
+                                             "sha256": hashlib.sha256(start.read_bytes()).hexdigest()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -42,16 +43,18 @@ def info_command(
                                           show_default=False),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
-    """Show what a weights file holds: encoder family and widths, input size, memory limit, flow, provenance."""
+    """Show what a weights file holds: encoder family and widths, input size, memory limit, flow, provenance.
+    Without a path: the default weights (the embedded ones, or $HMHI_WEIGHTS)."""
     from hmhi_cli import weights as weights_lib
 
-    if path is None:
+    default = path is None
+    if default:
         path = weights_lib.default_weights_path()
         if not path.is_file():
             raise WeightsError(f"no trained weights are present ({path} is missing); give a weights file")
     state, _ = weights_lib.read_state_dict(path)
     info = weights_lib.describe(path)
-    details = info.to_dict() | {
+    details = {"default": default} | info.to_dict() | {
         "path": str(path),
         "tensors": len(state),
         "parameters": int(sum(t.numel() for t in state.values())),
@@ -61,9 +64,20 @@ def info_command(
         print_json(details)
         return
     table = Table(show_header=False, box=None)
+    table.add_row("[bold]weights", escape(_which(path, default)))
     for key, value in details.items():
-        table.add_row(f"[bold]{key}", escape(str(value)))
+        if key != "default":
+            table.add_row(f"[bold]{key}", escape(str(value)))
     out_console.print(table)
+
+
+def _which(path: Path, default: bool) -> str:
+    """Which weights these are, in words."""
+    if not default:
+        return path.name
+    if os.environ.get("HMHI_WEIGHTS"):
+        return f"the default: {path.name} (from $HMHI_WEIGHTS)"
+    return f"the default: {path.name} (embedded in hmhi)"
 
 
 def register(app: typer.Typer) -> None:

@@ -29,7 +29,14 @@ from hmhi_cli.errors import InputError, WeightsError
 from hmhi_cli.model import HMHINet, build_model
 from hmhi_cli.training.data import ClipSampler, DatasetSpec
 from hmhi_cli.training.loss import LossWeights, clip_loss
-from hmhi_cli.weights import imagenet_wheel_weights, init_encoder_from_imagenet, load_into, read_state_dict, save_weights
+from hmhi_cli.weights import (
+    file_sha256,
+    imagenet_wheel_weights,
+    init_encoder_from_imagenet,
+    load_into,
+    read_state_dict,
+    save_weights,
+)
 
 
 @dataclass
@@ -128,6 +135,7 @@ class Trainer:
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.step = 0
+        self._init_sha256: str | None = None
         self.writer = self._tensorboard()
 
     def _tensorboard(self):
@@ -163,6 +171,20 @@ class Trainer:
         self.step += 1
         return StepLog(self.step, float(loss.detach()), lr, time.perf_counter() - start)
 
+    def provenance(self) -> dict:
+        """What the weights record of how they were made: the step, recipe and the datasets by name,
+        and weights fine-tuned from by file name and SHA-256; never a path on this machine."""
+        config = self.config
+        provenance = {"trained_steps": self.step, "encoder": config.encoder, "size": config.size, "flow": "dis",
+                      "flow_max_side": config.flow_max_side,
+                      "datasets": [Path(os.path.abspath(spec.root)).name for spec in config.datasets],
+                      "synthetic_fraction": config.synthetic_fraction, "view_probability": config.view_probability}
+        if config.init_weights:
+            if self._init_sha256 is None:
+                self._init_sha256 = file_sha256(config.init_weights)
+            provenance["fine_tuned_from"] = {"file": Path(config.init_weights).name, "sha256": self._init_sha256}
+        return provenance
+
     def save_checkpoint(self) -> Path:
         """Weights (safetensors) + optimizer state + step; ``latest.json`` points at the newest."""
         if self.rank != 0:
@@ -170,13 +192,8 @@ class Trainer:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         stem = f"step_{self.step:07d}"
         weights_path = self.checkpoint_dir / f"{stem}.safetensors"
-        provenance = {"trained_steps": self.step, "encoder": self.config.encoder, "size": self.config.size,
-                      "flow": "dis", "flow_max_side": self.config.flow_max_side,
-                      "datasets": [str(d.root) for d in self.config.datasets],
-                      "synthetic_fraction": self.config.synthetic_fraction,
-                      "view_probability": self.config.view_probability}
         save_weights(self.net, weights_path, input_size=self.config.size, memory_limit=self.config.memory_limit,
-                     provenance=provenance, flow_max_side=self.config.flow_max_side)
+                     provenance=self.provenance(), flow_max_side=self.config.flow_max_side)
         with atomic_path(self.checkpoint_dir / f"{stem}.optim.pt") as tmp:
             torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step}, tmp)
         write_text(self.checkpoint_dir / "latest.json", json.dumps({"step": self.step, "weights": weights_path.name,

@@ -97,7 +97,8 @@ def test_alpha_formats_one_by_one_with_their_quality(clip, tiny_weights, tmp_pat
     result = segment(clip, tiny_weights, folder, "--save", "alpha-webm,alpha-png", "--crf", "50",
                      "--prores-profile", "4444xq", quiet=False)
     assert result.returncode == 0, result.stderr.decode()
-    assert sorted(path.name for path in folder.iterdir()) == ["alpha", "alpha.webm"]
+    assert sorted(path.name for path in folder.iterdir()) == [".hmhi-input.json", ".hmhi-settings.json", "alpha",
+                                                              "alpha.webm"]
     assert "--prores-profile has no effect" in result.stderr.decode()
     assert len(list((folder / "alpha").glob("*.png"))) == FRAMES
     best = tmp_path / "best.webm"
@@ -128,8 +129,9 @@ def test_video_background_foreground_and_matte_with_composite(clip, tiny_weights
     result = segment(clip, tiny_weights, out, "--save", "alpha,composite,foreground", "--background",
                      str(tmp_path / "back.mp4"), "--matte", "hard", "--choke", "2", "--crf", "1")
     assert result.returncode == 0, result.stderr.decode()
-    assert sorted(path.name for path in out.iterdir()) == ["alpha", "alpha.mov", "alpha.webm", "composite.mp4",
-                                                           "foreground", "foreground.mov"]
+    assert sorted(path.name for path in out.iterdir()) == [".hmhi-input.json", ".hmhi-settings.json", "alpha",
+                                                           "alpha.mov", "alpha.webm", "composite.mp4", "foreground",
+                                                           "foreground.mov"]
     with av.open(str(clip)) as container:
         times = [float(frame.pts * frame.time_base) for frame in container.decode(video=0)]
     # the 2-frame background lasts 2/7 s: frames at 0..1/7 show its first image, then its second, then it loops

@@ -48,7 +48,7 @@ import numpy as np
 
 from hmhi_cli.atomic import write_text
 from hmhi_cli.data.layouts import Sequence, load_dataset
-from hmhi_cli.errors import InputError, OutputError
+from hmhi_cli.errors import InputError, WriteError
 
 DATASETS = ("davis16", "fbms", "ytobj")
 METRIC_SETS = ("jf", "vsod")
@@ -436,7 +436,7 @@ def _write_output(path: str | os.PathLike, text: str) -> None:
     try:
         write_text(path, text)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 # --- evaluation --------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hmhi_cli.atomic import atomic_path, remove_partials, write_bytes
-from hmhi_cli.errors import InputError, OutputError, WeightsError
+from hmhi_cli.atomic import remove_partials, write_bytes
+from hmhi_cli.errors import InputError, OutputError, WeightsError, WriteError
 from hmhi_cli.video import read_image
 from hmhi_cli.weights import read_state_dict
 
@@ -564,19 +564,20 @@ class PrecomputeSummary:
 
 def _write_image(path: Path, rgb: np.ndarray) -> None:
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if path.suffix == ".jpg" else []
+    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise OutputError(f"cannot encode image: {path}")
     try:
-        with atomic_path(path) as tmp:
-            if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
-                raise OutputError(f"cannot write image: {path}")
+        write_bytes(path, encoded.tobytes())
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _write_flo_checked(path: Path, flow: np.ndarray) -> None:
     try:
         write_flo(path, flow)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _precompute_sequence(

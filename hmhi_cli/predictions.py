@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hmhi_cli.atomic import write_text
 from hmhi_cli.data.layouts import Sequence, load_dataset
-from hmhi_cli.errors import OutputError
+from hmhi_cli.errors import OutputError, WriteError
 from hmhi_cli.flow import resolve_flow_backend
 from hmhi_cli.inference import load_segmentation_weights, resolve_device, segment_dataset
 from hmhi_cli.weights import file_sha256
@@ -74,7 +74,7 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> None:
     try:
         write_text(Path(folder) / MANIFEST_NAME, json.dumps(data, indent=2) + "\n")
     except OSError as exc:
-        raise OutputError(f"cannot write {Path(folder) / MANIFEST_NAME}: {exc.strerror or exc}") from exc
+        raise WriteError(f"cannot write {Path(folder) / MANIFEST_NAME}: {exc.strerror or exc}") from exc
 
 
 def resumable_sequences(folder: Path, manifest: Manifest | None, settings: PredictionSettings,

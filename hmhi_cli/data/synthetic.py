@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from hmhi_cli.atomic import write_bytes
-from hmhi_cli.errors import InputError, OutputError
+from hmhi_cli.errors import InputError, OutputError, WriteError
 
 TEXTURE_KINDS = ("noise", "stripes", "checkers", "gradient", "flat", "photo")
 SHAPE_KINDS = ("blob", "ellipses", "polygon")
@@ -194,7 +194,7 @@ def write_clip(clip: SyntheticClip, folder: str | os.PathLike, name: str = "synt
             try:
                 write_bytes(target, data)
             except OSError as error:
-                raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
+                raise WriteError(f"cannot write {target}: {error.strerror or error}") from None
     return image_dir
 
 

@@ -134,6 +134,10 @@ class FlowEstimator(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, device={self.device!r})"
 
 
+DIS_MIN_SIDE = 12
+"""OpenCV's DIS needs frames of at least this many pixels each way ("width or height >= 12")."""
+
+
 class DisFlowEstimator(FlowEstimator):
     """OpenCV DIS optical flow on grey frames; ``max_side`` optionally caps the working resolution."""
 
@@ -160,7 +164,10 @@ class DisFlowEstimator(FlowEstimator):
             if (work_h, work_w) != (height, width):
                 grey = cv2.resize(grey, (work_w, work_h), interpolation=cv2.INTER_AREA)
             greys.append(grey)
-        return self._dis.calc(greys[0], greys[1], None)
+        pad_h, pad_w = max(0, DIS_MIN_SIDE - work_h), max(0, DIS_MIN_SIDE - work_w)
+        if pad_h or pad_w:  # OpenCV's DIS refuses smaller frames: repeat the edge pixels, crop the flow back
+            greys = [cv2.copyMakeBorder(grey, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE) for grey in greys]
+        return self._dis.calc(greys[0], greys[1], None)[:work_h, :work_w]
 
 
 _RAFT_VARIANTS = ("raft-large", "raft-small")

@@ -6,7 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import av
+import cv2
+import numpy as np
+import pytest
 from test_flow import REPO, reference_dataset
+from test_segment import DAVIS, run, tiny_weights  # noqa: F401
 
 
 def limit_file_size_to_100_bytes() -> None:
@@ -27,3 +32,22 @@ def test_flow_images_that_cannot_be_written_are_one_line_with_exit_1(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr, result.stderr
     assert "cannot write" in result.stderr and "File too large" in result.stderr, result.stderr
     assert not list((root / "clip" / "flow").iterdir()), "no partial flow image is left"
+
+
+@pytest.mark.skipif(not DAVIS.exists(), reason="../shared/davis16-dev absent")
+def test_frames_smaller_than_dis_takes_are_segmented_at_their_own_size(tiny_weights, tmp_path):
+    sizes = {"one": (1, 1), "eight": (8, 8), "strip": (12, 2)}  # width, height
+    for name, (width, height) in sizes.items():
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            cv2.imwrite(str(tmp_path / name / f"{index:05d}.png"), np.full((height, width, 3), 60 * index, np.uint8))
+    out = tmp_path / "out"
+    result = run("segment", *(str(tmp_path / name) for name in sizes), "-o", str(out), "--weights", str(tiny_weights),
+                 "--flow", "dis", "--save", "masks,mask-video,overlay")
+    assert result.returncode == 0, result.stderr.decode()
+    for name, (width, height) in sizes.items():
+        masks = sorted((out / name / "masks").glob("*.png"))
+        assert [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).shape for path in masks] == [(height, width)] * 3, name
+        for video in ("mask.mp4", "overlay.mp4"):
+            with av.open(str(out / name / video)) as container:
+                assert [(frame.width, frame.height) for frame in container.decode(video=0)] == [(width, height)] * 3

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from test_flow import REPO, reference_dataset
-from test_segment import DAVIS, run, tiny_weights  # noqa: F401
+from test_segment import DAVIS, make_clip, one_line_error, run, tiny_weights  # noqa: F401
 
 
 def limit_file_size_to_100_bytes() -> None:
@@ -51,3 +51,22 @@ def test_frames_smaller_than_dis_takes_are_segmented_at_their_own_size(tiny_weig
         for video in ("mask.mp4", "overlay.mp4"):
             with av.open(str(out / name / video)) as container:
                 assert [(frame.width, frame.height) for frame in container.decode(video=0)] == [(width, height)] * 3
+
+
+@pytest.mark.skipif(not DAVIS.exists(), reason="../shared/davis16-dev absent")
+def test_a_matroska_file_with_a_corrupt_middle_is_refused_as_truncated_ones_are(tiny_weights, tmp_path):
+    clip = make_clip(tmp_path / "clip.mkv", frames=20)
+    with av.open(str(clip)) as container:
+        seventh_block = [packet.pos for packet in container.demux(video=0) if packet.size][6]
+    data = bytearray(clip.read_bytes())
+    for offset in range(seventh_block, seventh_block + 90):  # the demuxer stops there, as at the end of a file
+        data[offset] ^= 0xFF
+    corrupt = tmp_path / "corrupt.mkv"
+    corrupt.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    result = run("segment", str(corrupt), "-o", str(out), "--weights", str(tiny_weights), "--flow", "dis", "-q")
+    message = one_line_error(result)
+    assert result.returncode == 2, message
+    assert message == (f"error: {corrupt}: the file is corrupt or truncated: 6 frames decoded, ending at 0.240 s "
+                       "of the 0.800 s it states"), message
+    assert not out.exists()

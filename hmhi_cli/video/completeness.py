@@ -59,3 +59,35 @@ def matroska_segment_end(head: bytes) -> int | None:
     except (ValueError, IndexError):
         return None
     return None if unknown else offset + segment_size
+
+
+def check_stated_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                          decoded_end: float, frames: int, label: str) -> None:
+    """Raise InputError when a Matroska/WebM video whose decoded ``frames`` end at ``decoded_end``
+    seconds ends more than two frames before the time its file states: a corrupt block ends the
+    demuxer's reading as quietly as a cut file does."""
+    stated = _stated_matroska_end(container, stream)
+    if stated is None:
+        return
+    frame_seconds = 1 / float(stream.average_rate or stream.guessed_rate or 25)
+    if stated - decoded_end > 2 * frame_seconds:
+        raise InputError(f"{label}: the file is corrupt or truncated: {frames} frames decoded, ending at "
+                         f"{decoded_end:.3f} s of the {stated:.3f} s it states")
+
+
+def _stated_matroska_end(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """When a Matroska/WebM file says its video ends, in seconds from time 0: the track's ``DURATION``
+    tag (FFmpeg and mkvmerge write one), else the segment's duration when the video is the only
+    stream; None if unknown."""
+    if "matroska" not in container.format.name:
+        return None
+    tag = stream.metadata.get("DURATION")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    if len(container.streams) == 1 and container.duration:
+        return container.duration / av.time_base
+    return None

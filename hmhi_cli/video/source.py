@@ -22,7 +22,7 @@ import numpy as np
 
 from hmhi_cli.data.layouts import natural_sort_key as natural_key
 from hmhi_cli.errors import InputError
-from hmhi_cli.video.completeness import check_complete, check_pipe_complete
+from hmhi_cli.video.completeness import check_complete, check_pipe_complete, check_stated_duration
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 DEFAULT_IMAGE_FPS = Fraction(25)
@@ -329,6 +329,7 @@ class VideoSource(FrameSource):
             if decoded is None:
                 if isinstance(self._file, _PipeReader):
                     check_pipe_complete(self._file, self.label)
+                check_stated_duration(container, stream, float(next_pts * time_base), index, self.label)
                 return
             if index == 0:
                 self._rotation = clockwise_rotation(decoded.rotation)

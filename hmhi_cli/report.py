@@ -12,7 +12,7 @@ one folder:
 
 Frames are ranked by the per-frame scores the evaluation computed
 (:attr:`~hmhi_cli.evaluation.SequenceResult.frame_scores`), and the contours are drawn from the
-masks as the evaluation reads them. Every file is written atomically.
+masks as the evaluation reads them. The report is replaced as a whole or not at all.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from hmhi_cli.evaluation import (
     prediction_index,
     read_annotation,
 )
+from hmhi_cli.output_folder import OutputFolder
 from hmhi_cli.video import write_png
 
 OVERVIEW_NAME = "overview.png"
@@ -123,34 +124,36 @@ def write_report(
     """Write the overview chart and one contact sheet per sequence of ``result`` into ``out_dir``.
 
     ``dataset_root`` and ``pred_root`` are those ``result`` was evaluated on; ``worst`` frames
-    are shown per sequence. An existing report is replaced only with ``overwrite`` (its sheets of
-    sequences not in ``result`` are then removed).
+    are shown per sequence. The report is written into a staging folder and renamed into place
+    at the end, as a whole: a run that fails or is stopped leaves the report there was. An
+    existing report is replaced only with ``overwrite`` (its sheets of sequences not in
+    ``result`` go with it).
     """
     if worst < 1:
         raise InputError(f"the number of worst frames must be at least 1, got {worst}")
     out_dir = Path(out_dir)
     check_report_folder(out_dir, overwrite)
-    previous = existing_report_files(out_dir)
     loaded = load_dataset(dataset_root, sequences=[sequence.name for sequence in result.sequences])
     sequences = {sequence.name: sequence for sequence in loaded}
-    sheets = []
-    for scored in result.sequences:
-        chosen = worst_frames(scored, worst)
-        path = out_dir / SHEET_FOLDER / f"{scored.name}.png"
-        write_png(path, contact_sheet(scored, sequences[scored.name], pred_root, chosen))
-        sheets.append(
-            SequenceSheet(
-                sequence=scored.name,
-                path=path,
-                frames=[scored.frames[index] for index in chosen],
-                j_scores=[scored.j_scores[index] for index in chosen],
-                f_scores=None if scored.f_scores is None else [scored.f_scores[index] for index in chosen],
+    overview, sheet_folder = out_dir / OVERVIEW_NAME, out_dir / SHEET_FOLDER
+    with OutputFolder(out_dir) as folder:
+        earlier = {path for path in (overview, sheet_folder) if os.path.lexists(path)}  # passed check_report_folder
+        sheets = []
+        for scored in result.sequences:
+            chosen = worst_frames(scored, worst)
+            name = f"{scored.name}.png"
+            write_png(folder.staging / SHEET_FOLDER / name, contact_sheet(scored, sequences[scored.name], pred_root, chosen))
+            sheets.append(
+                SequenceSheet(
+                    sequence=scored.name,
+                    path=sheet_folder / name,
+                    frames=[scored.frames[index] for index in chosen],
+                    j_scores=[scored.j_scores[index] for index in chosen],
+                    f_scores=None if scored.f_scores is None else [scored.f_scores[index] for index in chosen],
+                )
             )
-        )
-    overview = out_dir / OVERVIEW_NAME
-    write_png(overview, overview_chart(result))
-    for stale in set(previous) - {overview, *(sheet.path for sheet in sheets)}:
-        stale.unlink(missing_ok=True)
+        write_png(folder.staging / OVERVIEW_NAME, overview_chart(result))
+        folder.commit([overview, sheet_folder], overwrite, replaceable=earlier)
     return Report(overview=overview, sheets=sheets)
 
 

@@ -7,12 +7,15 @@ by known amounts (the larger the shift, the lower J and F), and one dog frame is
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from test_cli_eval import DAVIS_DEV, expected_scores, predicted, run_hmhi, truth, write_predictions
+from test_weights import call_cli
 
 from hmhi_cli.evaluation import evaluate
 from hmhi_cli.report import (
@@ -117,6 +120,39 @@ def test_report_folder_that_is_a_file_is_one_line(predictions: Path, tmp_path: P
     assert code != 0 and "not a folder" in stderr and str(report) in stderr
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
     assert report.read_bytes() == b"not a folder"
+
+
+def test_ctrl_c_while_a_report_is_replaced_leaves_the_earlier_report_whole(
+    predictions: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hmhi_cli.report
+
+    report = tmp_path / "report"
+    assert eval_report(predictions, report, "--sequences", ",".join(SEQUENCES))[0] == 0
+    files = {path: os.stat(path) for path in report.rglob("*")}
+    assert len(files) == 4  # overview.png, worst-frames/ and its two sheets
+    real_write_png = hmhi_cli.report.write_png
+
+    def write_png_then_ctrl_c(path, image) -> None:  # Ctrl-C once the first new sheet is written
+        real_write_png(path, image)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(hmhi_cli.report, "write_png", write_png_then_ctrl_c)
+    code, stderr = call_cli(capsys, "eval", "--dataset", "davis16", "--root", str(DAVIS_DEV), "--pred", str(predictions),
+                            "--sequences", ",".join(SEQUENCES), "--report", str(report), "--overwrite", "--quiet")
+    assert code == 130 and "interrupted" in stderr, stderr
+    after = {path: os.stat(path) for path in report.rglob("*")}
+    assert after.keys() == files.keys(), "no staging folder or lock is left"
+    for path, before in files.items():
+        assert (after[path].st_ino, after[path].st_mtime_ns) == (before.st_ino, before.st_mtime_ns), path
+
+    monkeypatch.setattr(hmhi_cli.report, "write_png", real_write_png)
+    code, stderr = call_cli(capsys, "eval", "--dataset", "davis16", "--root", str(DAVIS_DEV), "--pred", str(predictions),
+                            "--sequences", "dog", "--report", str(report), "--overwrite", "--quiet")
+    assert code == 0, stderr
+    assert sorted(path.relative_to(report).as_posix() for path in report.rglob("*")) == [
+        "overview.png", "worst-frames", "worst-frames/dog.png"]
+    assert os.stat(report / "overview.png").st_ino != files[report / "overview.png"].st_ino
 
 
 def test_sheets_show_the_lowest_scoring_frames_with_the_evaluations_scores(predictions: Path, tmp_path: Path) -> None:

@@ -117,6 +117,28 @@ def test_cli_train_then_resume(tmp_path):
     assert (run / "checkpoints" / "step_0000003.safetensors").is_file()
 
 
+TINY_RUN = ("--encoder", "mit_b0", "--size", "64", "--clip-length", "2", "--batch-size", "1", "--synthetic", "1.0")
+
+
+def train_cli(out: Path, *args: str, **options) -> subprocess.CompletedProcess:
+    """``hmhi train`` of the tiniest model on synthetic clips into ``out``."""
+    return subprocess.run([sys.executable, "-m", "hmhi_cli", "train", "--out", str(out), *TINY_RUN, *args],
+                          capture_output=True, text=True, timeout=600, **options)
+
+
+def test_cli_random_init_with_a_seed_gives_the_same_weights_twice(tmp_path):
+    from safetensors.torch import load_file
+
+    weights = []
+    for name in ("first", "second"):
+        result = train_cli(tmp_path / name, "--random-init", "--seed", "7", "--steps", "1", "-q")
+        assert result.returncode == 0, result.stderr
+        weights.append(load_file(tmp_path / name / "checkpoints" / "step_0000001.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
+
+
 def test_torchrun_two_cpu_processes(tmp_path):
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",

@@ -115,6 +115,7 @@ class Trainer:
         self.device = torch.device(f"cuda:{self.rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
         self.log = log if self.rank == 0 else (lambda message: None)
         self.validate = validate
+        torch.manual_seed(config.seed)  # the initial weights too: the same seed, the same run
         self.net = build_model(config.encoder, memory_limit=config.memory_limit).to(self.device)
         imagenet = config.imagenet_encoder
         if imagenet is None and config.imagenet_from_wheel and not config.init_weights \

@@ -139,6 +139,25 @@ def test_cli_random_init_with_a_seed_gives_the_same_weights_twice(tmp_path):
         assert torch.equal(value, weights[1][name]), name
 
 
+def limit_file_size_to_60_mb() -> None:
+    """In a child process: files can grow to 60 MB, then writes fail as on a full disk: mit_b0's
+    weights (48 MB) are written, its optimizer state (two moments per weight, 95 MB) is not."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60_000_000, 60_000_000))
+
+
+def test_cli_a_checkpoint_that_cannot_be_written_is_one_line_with_exit_1(tmp_path):
+    result = train_cli(tmp_path / "run", "--steps", "1", "-q", preexec_fn=limit_file_size_to_60_mb)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr, result.stderr
+    optimizer = tmp_path / "run" / "checkpoints" / "step_0000001.optim.pt"
+    assert result.stderr.strip() == f"error: cannot write {optimizer}: File too large", result.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "latest.json").exists()
+
+
 def test_torchrun_two_cpu_processes(tmp_path):
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",

@@ -12,20 +12,22 @@ Several GPUs or nodes (one process per GPU)::
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from hmhi_cli.atomic import atomic_path, write_text
-from hmhi_cli.errors import InputError, WeightsError
+from hmhi_cli.atomic import write_bytes, write_text
+from hmhi_cli.errors import InputError, WeightsError, WriteError
 from hmhi_cli.model import HMHINet, build_model
 from hmhi_cli.training.data import ClipSampler, DatasetSpec
 from hmhi_cli.training.loss import LossWeights, clip_loss
@@ -93,6 +95,15 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Within the block, which writes ``path``, an OSError (a full disk, read-only) becomes a one-line WriteError."""
+    try:
+        yield
+    except OSError as err:
+        raise WriteError(f"cannot write {path}: {err.strerror or err}") from err
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -190,15 +201,21 @@ class Trainer:
         """Weights (safetensors) + optimizer state + step; ``latest.json`` points at the newest."""
         if self.rank != 0:
             return self.checkpoint_dir
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        with _writing(self.checkpoint_dir):
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         stem = f"step_{self.step:07d}"
         weights_path = self.checkpoint_dir / f"{stem}.safetensors"
         save_weights(self.net, weights_path, input_size=self.config.size, memory_limit=self.config.memory_limit,
                      provenance=self.provenance(), flow_max_side=self.config.flow_max_side)
-        with atomic_path(self.checkpoint_dir / f"{stem}.optim.pt") as tmp:
-            torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step}, tmp)
-        write_text(self.checkpoint_dir / "latest.json", json.dumps({"step": self.step, "weights": weights_path.name,
-                                                                    "optimizer": f"{stem}.optim.pt"}))
+        optimizer_state = io.BytesIO()  # serialised first, so that a failed write says why (torch: "unexpected pos")
+        torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step}, optimizer_state)
+        optimizer_path = self.checkpoint_dir / f"{stem}.optim.pt"
+        with _writing(optimizer_path):
+            write_bytes(optimizer_path, optimizer_state.getbuffer())
+        pointer = self.checkpoint_dir / "latest.json"
+        with _writing(pointer):
+            write_text(pointer, json.dumps({"step": self.step, "weights": weights_path.name,
+                                            "optimizer": optimizer_path.name}))
         return weights_path
 
     def resume(self, path: Path | None = None) -> None:
@@ -225,8 +242,9 @@ class Trainer:
         """Train until ``config.steps``; checkpoint every ``checkpoint_every`` steps and at the end."""
         config = self.config
         if self.rank == 0:
-            config.out_dir.mkdir(parents=True, exist_ok=True)
-            write_text(config.out_dir / "config.json", config.to_json())
+            with _writing(config.out_dir / "config.json"):
+                config.out_dir.mkdir(parents=True, exist_ok=True)
+                write_text(config.out_dir / "config.json", config.to_json())
         final = self.checkpoint_dir
         try:
             while self.step < config.steps:

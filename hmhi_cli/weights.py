@@ -123,7 +123,9 @@ def _short_list(keys: list[str]) -> str:
     return shown + (f" (+{len(keys) - _SHOWN_KEYS} more)" if len(keys) > _SHOWN_KEYS else "")
 
 
-def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
+def load_torch_file(path: Path, map_location: str | torch.device = "cpu") -> object:
+    """What ``torch.save`` wrote to ``path``, when it is tensors and plain containers only: pickled
+    code is never run. Raises a one-line :class:`WeightsError` for anything else."""
     with path.open("rb") as handle:
         magic = handle.read(2)
     if magic != b"PK" and magic[:1] != b"\x80":  # torch.save writes a zip archive; torch < 1.6 a pickle
@@ -131,14 +133,18 @@ def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. torch's note on pickle protocols it did not write
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle that needs code, truncated zip or pickle
         reason = " ".join(str(exc).split())
         if reason.startswith("Weights only load failed"):
             raise WeightsError(f"{path}: the checkpoint contains pickled code (Python objects beyond tensors), "
-                               "which hmhi never executes; save the model's state_dict() instead") from None
+                               "which hmhi never executes; save a state_dict() instead") from None
         first_sentence = reason.split(". ")[0] or type(exc).__name__
         raise WeightsError(f"{path}: not a readable checkpoint (damaged or truncated: {first_sentence})") from None
+
+
+def _read_torch_state(path: Path) -> dict[str, torch.Tensor]:
+    payload = load_torch_file(path)
     if isinstance(payload, dict):
         for wrapper in ("network", "state_dict", "model"):
             if wrapper in payload and isinstance(payload[wrapper], dict):

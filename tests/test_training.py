@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,30 @@ def test_cli_a_checkpoint_that_cannot_be_written_is_one_line_with_exit_1(tmp_pat
     optimizer = tmp_path / "run" / "checkpoints" / "step_0000001.optim.pt"
     assert result.stderr.strip() == f"error: cannot write {optimizer}: File too large", result.stderr
     assert not (tmp_path / "run" / "checkpoints" / "latest.json").exists()
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory) -> Path:
+    """A tiny run of two steps with a checkpoint after each; tests damage copies of it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    result = train_cli(run, "--steps", "2", "--checkpoint-every", "1", "-q")
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_cli_resume_never_runs_pickled_code_in_the_optimizer_state_and_says_so_in_one_line(two_checkpoints, tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("executed!",))
+
+    run = Path(shutil.copytree(two_checkpoints, tmp_path / "run"))
+    optimizer = run / "checkpoints" / "step_0000002.optim.pt"
+    torch.save({"optimizer": Payload(), "step": 2}, optimizer)
+    result = train_cli(run, "--steps", "3", "--resume", "-q")
+    assert result.returncode == 2 and "executed!" not in result.stdout, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == (f"error: {optimizer}: the checkpoint contains pickled code (Python objects "
+                                     "beyond tensors), which hmhi never executes; save a state_dict() instead")
 
 
 def test_torchrun_two_cpu_processes(tmp_path):

@@ -36,6 +36,7 @@ from hmhi_cli.weights import (
     imagenet_wheel_weights,
     init_encoder_from_imagenet,
     load_into,
+    load_torch_file,
     read_state_dict,
     save_weights,
 )
@@ -230,11 +231,16 @@ class Trainer:
         info = json.loads(pointer.read_text())
         state, _ = read_state_dict(pointer.parent / info["weights"])
         load_into(self.net, state, info["weights"])
+        optimizer_path = pointer.parent / info["optimizer"]
+        if not optimizer_path.is_file():
+            raise WeightsError(f"{optimizer_path}: optimizer state not found")
+        saved = load_torch_file(optimizer_path, map_location=self.device)
+        if not isinstance(saved, dict) or not {"optimizer", "step"} <= saved.keys():
+            raise WeightsError(f"{optimizer_path}: not an optimizer state (no 'optimizer' and 'step')")
         try:
-            saved = torch.load(pointer.parent / info["optimizer"], map_location=self.device, weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"{pointer.parent / info['optimizer']}: unreadable optimizer state ({exc})") from None
-        self.optimizer.load_state_dict(saved["optimizer"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WeightsError(f"{optimizer_path}: the optimizer state does not fit this run ({exc})") from None
         self.step = int(saved["step"])
         self.log(f"resumed at step {self.step} from {pointer.parent}")
 

@@ -142,7 +142,8 @@ def write_report(
         for scored in result.sequences:
             chosen = worst_frames(scored, worst)
             name = f"{scored.name}.png"
-            write_png(folder.staging / SHEET_FOLDER / name, contact_sheet(scored, sequences[scored.name], pred_root, chosen))
+            sheet = contact_sheet(scored, sequences[scored.name], pred_root, chosen)
+            write_png(folder.staging / SHEET_FOLDER / name, sheet)
             sheets.append(
                 SequenceSheet(
                     sequence=scored.name,

@@ -183,6 +183,29 @@ def test_cli_resume_never_runs_pickled_code_in_the_optimizer_state_and_says_so_i
                                      "beyond tensors), which hmhi never executes; save a state_dict() instead")
 
 
+def test_cli_resume_with_a_damaged_latest_json_takes_the_newest_intact_checkpoint(two_checkpoints, tmp_path):
+    run = Path(shutil.copytree(two_checkpoints, tmp_path / "run"))
+    checkpoints = run / "checkpoints"
+    pointer = checkpoints / "latest.json"
+    pointer.write_text(pointer.read_text()[:20])  # cut, as by a full disk before atomic writes
+    newest = checkpoints / "step_0000002.safetensors"
+    newest.write_bytes(newest.read_bytes()[:1000])  # and the newest checkpoint damaged too
+    result = train_cli(run, "--steps", "3", "--resume", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"{pointer} is damaged; resuming from the newest intact checkpoint, step_0000001.safetensors\n" \
+           f"resumed at step 1 from {checkpoints}\n" in result.stderr, result.stderr
+    assert json.loads(pointer.read_text())["step"] == 3
+
+    pointer.write_text("")
+    for optimizer in checkpoints.glob("*.optim.pt"):
+        optimizer.unlink()
+    result = train_cli(run, "--steps", "4", "--resume", "-q")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: {pointer} is damaged and {checkpoints} holds no intact checkpoint to " \
+                                    "resume from", result.stderr
+
+
 def test_torchrun_two_cpu_processes(tmp_path):
     run = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",

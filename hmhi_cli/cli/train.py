@@ -37,7 +37,11 @@ def _train(out: Path, data: list[str], encoder: str, size: int, steps: int, batc
     )
     validate = (validation_callback(val_root, config.validation_sequences, size, flow_max_side)
                 if val_root and validate_every else None)
-    trainer = Trainer(config, validate=validate, log=lambda message: err_console.print(message, markup=False, highlight=False))
+
+    def log(message: str) -> None:
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    trainer = Trainer(config, validate=validate, log=log)
     if resume:
         trainer.resume(out)
     with progress(quiet or trainer.rank != 0) as bar:
@@ -55,7 +59,7 @@ def _train(out: Path, data: list[str], encoder: str, size: int, steps: int, batc
         finally:
             trainer.close()
     if trainer.rank == 0:
-        err_console.print(f"finished at step {trainer.step}; weights: {final}", markup=False, highlight=False)
+        log(f"finished at step {trainer.step}; weights: {final}")
 
 
 def register(app: typer.Typer) -> None:

@@ -220,7 +220,8 @@ class Trainer:
         return weights_path
 
     def resume(self, path: Path | None = None) -> None:
-        """Continue from ``path`` (a run folder, its checkpoints folder, or latest.json)."""
+        """Continue from ``path`` (a run folder, its checkpoints folder, or latest.json); from the
+        newest intact checkpoint, saying so, when latest.json is damaged."""
         path = Path(path) if path else self.config.out_dir
         for candidate in (path, path / "checkpoints" / "latest.json", path / "latest.json"):
             if candidate.is_file() and candidate.name == "latest.json":
@@ -228,10 +229,34 @@ class Trainer:
                 break
         else:
             raise InputError(f"no checkpoint to resume from in {path} (latest.json not found)")
-        info = json.loads(pointer.read_text())
-        state, _ = read_state_dict(pointer.parent / info["weights"])
-        load_into(self.net, state, info["weights"])
-        optimizer_path = pointer.parent / info["optimizer"]
+        checkpoints = pointer.parent
+        try:
+            info = json.loads(pointer.read_text())
+            weights, optimizer = checkpoints / info["weights"], checkpoints / info["optimizer"]
+        except (OSError, ValueError, KeyError, TypeError):  # empty, cut or garbled: not what save_checkpoint writes
+            self._resume_from_newest_intact(checkpoints, pointer)
+        else:
+            self._load_checkpoint(weights, optimizer)
+        self.log(f"resumed at step {self.step} from {checkpoints}")
+
+    def _resume_from_newest_intact(self, checkpoints: Path, pointer: Path) -> None:
+        """Load the newest checkpoint in ``checkpoints`` whose weights and optimizer state both read
+        and fit, for when ``pointer`` (latest.json) is damaged."""
+        for weights in sorted(checkpoints.glob("step_*.safetensors"), reverse=True):
+            optimizer = weights.with_name(weights.name.removesuffix(".safetensors") + ".optim.pt")
+            if not optimizer.is_file():
+                continue
+            try:
+                self._load_checkpoint(weights, optimizer)
+            except WeightsError:
+                continue
+            self.log(f"{pointer} is damaged; resuming from the newest intact checkpoint, {weights.name}")
+            return
+        raise InputError(f"{pointer} is damaged and {checkpoints} holds no intact checkpoint to resume from")
+
+    def _load_checkpoint(self, weights: Path, optimizer_path: Path) -> None:
+        state, _ = read_state_dict(weights)
+        load_into(self.net, state, weights.name)
         if not optimizer_path.is_file():
             raise WeightsError(f"{optimizer_path}: optimizer state not found")
         saved = load_torch_file(optimizer_path, map_location=self.device)
@@ -242,7 +267,6 @@ class Trainer:
         except (ValueError, KeyError, TypeError) as exc:
             raise WeightsError(f"{optimizer_path}: the optimizer state does not fit this run ({exc})") from None
         self.step = int(saved["step"])
-        self.log(f"resumed at step {self.step} from {pointer.parent}")
 
     def run(self, on_step: Callable[[StepLog], None] | None = None) -> Path:
         """Train until ``config.steps``; checkpoint every ``checkpoint_every`` steps and at the end."""

@@ -133,6 +133,22 @@ class OutputFolder:
         _unlock(self.path, self._lock_descriptor)
 
 
+def make_way_for(folder: str | os.PathLike, overwrite: bool) -> None:
+    """Make way for the output folder ``folder`` where a link to nothing stands: with ``overwrite``
+    the link goes (the folder is made in its place, never where the link points), else it is
+    refused in one line."""
+    folder = Path(folder)
+    if not folder.is_symlink() or folder.exists():
+        return
+    if not overwrite:
+        raise OutputError(f"cannot use {folder} as output folder: it is a dangling link (to {os.readlink(folder)}, "
+                          "which does not exist); pass --overwrite to replace the link")
+    try:
+        folder.unlink()
+    except OSError as err:
+        raise WriteError(f"cannot replace the link {folder}: {err.strerror or err}") from err
+
+
 def remove_debris(folder: str | os.PathLike) -> None:
     """Delete what killed runs left in the output folder ``folder`` (staging folders, temporary
     files, a stale lock file), unless a run is writing there now. A folder without any is left

@@ -129,6 +129,20 @@ def test_overwrite_replaces_files_and_links_without_following_them(tiny_weights,
     assert sorted(p.name for p in out.iterdir()) == [".hmhi-input.json", ".hmhi-settings.json", "mask.mp4", "masks", "probs"]
 
 
+def test_a_dangling_link_as_the_output_folder_is_named_and_replaced_with_overwrite(tiny_weights, clip, tmp_path):
+    out = tmp_path / "out"
+    nowhere = tmp_path / "gone" / "results"
+    out.symlink_to(nowhere, target_is_directory=True)
+    common = (str(clip), "-o", str(out), "--weights", str(tiny_weights), "--flow", "dis", "--save", "masks", "-q")
+    message = one_line_error(run("segment", *common))
+    assert message == (f"error: cannot use {out} as output folder: it is a dangling link (to {nowhere}, which does not "
+                       "exist); pass --overwrite to replace the link"), message
+    result = run("segment", *common, "--overwrite")
+    assert result.returncode == 0, result.stderr.decode()
+    assert out.is_dir() and not out.is_symlink() and len(list((out / "masks").glob("*.png"))) == FRAMES
+    assert not (tmp_path / "gone").exists(), "the folder is made where the link was, not where it pointed"
+
+
 BAD_OPTION_VALUES = [
     (("--memory-limit", "-1"), ("--memory-limit", "at least 1")),
     (("--memory-limit", "0"), ("--memory-limit", "at least 1")),

@@ -87,6 +87,7 @@ def register(app: typer.Typer) -> None:
         from hmhi_cli.batch import is_batch
         from hmhi_cli.flow import parse_shard
         from hmhi_cli.matte import MatteSettings
+        from hmhi_cli.output_folder import make_way_for
         from hmhi_cli.runtime import share_cores_between_stages
         from hmhi_cli.outputs import is_file_target
         from hmhi_cli.segment import SegmentationEngine, SegmentOptions
@@ -107,6 +108,8 @@ def register(app: typer.Typer) -> None:
             prores_profile=prores_profile, trim=Trim.from_options(start, duration, frames),
         )
         shard_index, shard_count = parse_shard(shard)
+        if not streaming:
+            make_way_for(out, overwrite)
         if streaming or as_json:
             check_stdout_open("the video" if streaming else "the JSON")
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from hmhi_cli.atomic import deferred_signals, remove_path
@@ -181,23 +182,47 @@ def _unlock(folder: Path, descriptor: int) -> None:
     os.close(descriptor)
 
 
+@contextlib.contextmanager
+def locked_output_file(target: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock of the one output file ``target`` (``.NAME.hmhi-segment.lock`` beside it)
+    for a run that writes exactly that file, after deleting the temporary files that killed runs
+    writing it left there (``.NAME.*.part.EXT``)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    path = target.parent / f".{target.name}{_LOCK_NAME}"
+    descriptor = _lock_file(path, str(target), "another output file")
+    try:
+        for debris in target.parent.glob(f".{glob.escape(target.name)}.*.part{glob.escape(target.suffix)}"):
+            remove_path(debris)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(descriptor)
+
+
 def _lock(folder: Path) -> int:
     """Lock ``folder`` for this process; return the lock file's descriptor. The kernel releases
     the lock when the process ends, however it ends."""
-    path = folder / _LOCK_NAME
+    return _lock_file(folder / _LOCK_NAME, f"output folder {folder}", "another output folder")
+
+
+def _lock_file(path: Path, what: str, elsewhere: str) -> int:
+    """Lock the lock file ``path`` of ``what`` (named in messages, as is ``elsewhere`` to choose
+    instead); return its descriptor."""
     while True:
         try:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as err:
-            raise WriteError(f"cannot lock output folder {folder}: {err.strerror or err}") from err
+            raise WriteError(f"cannot lock {what}: {err.strerror or err}") from err
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             os.close(descriptor)
             if isinstance(err, BlockingIOError):
-                raise WriteError(f"another hmhi run is writing to {folder}; wait for it to end "
-                                 "or choose another output folder") from None
-            raise WriteError(f"cannot lock output folder {folder}: {err.strerror or err}") from err
+                raise WriteError(f"another hmhi run is writing to {what.removeprefix('output folder ')}; "
+                                 f"wait for it to end or choose {elsewhere}") from None
+            raise WriteError(f"cannot lock {what}: {err.strerror or err}") from err
         with contextlib.suppress(FileNotFoundError):
             if os.path.samestat(os.fstat(descriptor), os.stat(path)):
                 return descriptor

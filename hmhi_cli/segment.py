@@ -38,7 +38,7 @@ from hmhi_cli.inference import (
 from hmhi_cli.interrupt import raise_if_stopped
 from hmhi_cli.matte import FrameMatte, MatteSettings
 from hmhi_cli.model import HMHINet
-from hmhi_cli.output_folder import OutputFolder
+from hmhi_cli.output_folder import OutputFolder, locked_output_file
 from hmhi_cli.outputs import (
     DEFAULT_OUTPUTS,
     KEY_LAYERS,
@@ -368,7 +368,7 @@ class SegmentationEngine:
         with source:
             _refuse_existing(path, options.overwrite)
             try:
-                with atomic_path(path) as temp:
+                with locked_output_file(path), atomic_path(path) as temp:
                     staged = {key: temp}
                     count, startup, times = self._run(source, self._writing(staged, source), started, on_start,
                                                       on_frame, lambda: on_finish and on_finish(path.name))

@@ -175,3 +175,25 @@ def test_background_player_loops_a_video_and_covers_the_frame(tmp_path):
     wide[:, :10], wide[:, 30:] = 255, 255  # white quarters at both ends: cropped away equally
     centre = cover(wide, 10, 20)
     assert centre.shape == (10, 20, 3) and not centre.any()
+
+
+def test_one_file_is_locked_against_a_second_run_and_a_killed_runs_temporary_file_is_cleaned(clip, tiny_weights,
+                                                                                               tmp_path):
+    import fcntl
+    import os
+
+    debris = tmp_path / ".cut.mov.k1ll3d.part.mov"
+    debris.write_bytes(b"half of a ProRes file")
+    result = segment(clip, tiny_weights, tmp_path / "cut.mov", "--save", "alpha")
+    assert result.returncode == 0, result.stderr.decode()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cut.mov"], "the temporary file and the lock are gone"
+
+    lock = os.open(tmp_path / ".busy.mov.hmhi-segment.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a run writing busy.mov holds it
+    try:
+        held = segment(clip, tiny_weights, tmp_path / "busy.mov", "--save", "alpha")
+    finally:
+        os.close(lock)
+    assert held.returncode == 1
+    assert "another hmhi run is writing to" in one_line_error(held) and "busy.mov" in one_line_error(held)
+    assert not (tmp_path / "busy.mov").exists()

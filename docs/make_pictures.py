@@ -21,7 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES = ROOT.parent / "shared" / "davis16-train" / "JPEGImages" / "480p"
-SEQUENCES = ("lucia", "dog-agility", "bear")
+SEQUENCES = ("lucia", "horsejump-low", "rhino")
 
 
 def checkerboard(height: int, width: int, square: int = 16) -> np.ndarray:
@@ -52,11 +52,12 @@ def cutout_row(sequence: str, frames: int, work: Path) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "cutout-before-after.jpg")
+    parser.add_argument("--sequences", default=",".join(SEQUENCES), help="davis16-train sequences, one row each")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--width", type=int, default=960, help="width of the picture in pixels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        rows = [cutout_row(sequence, args.frames, Path(work)) for sequence in SEQUENCES]
+        rows = [cutout_row(sequence, args.frames, Path(work)) for sequence in args.sequences.split(",")]
     gap = np.full((8, rows[0].shape[1], 3), 255, np.uint8)
     picture = np.concatenate([part for row in rows for part in (row, gap)][:-1], axis=0)
     height = round(picture.shape[0] * args.width / picture.shape[1])

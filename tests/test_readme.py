@@ -304,8 +304,10 @@ def stderr_says(*words: str) -> Callable:
 
 
 def weights_info(sandbox: Path, result) -> None:
-    for word in ("mit_b1", "512", "published-checkpoint"):
-        assert word in result.stdout, result.stdout
+    """What the README's comment says: encoder mit_b1, input_size 512, memory_limit 3."""
+    for field_name, value in (("encoder", "mit_b1"), ("input_size", "512"), ("memory_limit", "3"),
+                              ("source_format", "published-checkpoint")):
+        assert re.search(rf"^\s*{field_name}\s+{value}\s*$", result.stdout, flags=re.M), result.stdout
 
 
 def perfect_scores(sandbox: Path, result) -> None:

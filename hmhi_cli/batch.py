@@ -178,6 +178,15 @@ def stated_frames(video: BatchVideo, fps: float | None = None, trim: Trim | None
         return None
 
 
+def stated_counts(videos: Sequence[BatchVideo], fps: float | None = None, trim: Trim | None = None) -> list[int | None]:
+    """:func:`stated_frames` of each of ``videos``; a stop signal is acted on between them."""
+    counts = []
+    for video in videos:
+        raise_if_stopped()
+        counts.append(stated_frames(video, fps, trim))
+    return counts
+
+
 class BatchFrames:
     """How many frames a batch segments, for its overall progress and time left.
 

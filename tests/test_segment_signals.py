@@ -26,6 +26,7 @@ from hmhi_cli.cli import main
 point, target, number = sys.argv[1], sys.argv[2], int(sys.argv[3])
 del sys.argv[1:4]
 pending = [number]
+opens_to_skip = [1] if point == "pyav-read" else []  # the batch's first open of a video only reads its frame count
 
 
 def send_once():
@@ -33,7 +34,7 @@ def send_once():
         os.kill(os.getpid(), pending.pop())
 
 
-if point == "pyav-read":  # PyAV reads this file from C through Python callbacks, which swallow what they raise
+if point in ("pyav-read", "pyav-probe"):  # PyAV reads from C through Python callbacks, which swallow what they raise
     class SignallingFile(io.FileIO):
         def read(self, size=-1):
             send_once()
@@ -43,7 +44,10 @@ if point == "pyav-read":  # PyAV reads this file from C through Python callbacks
 
     def open_signalling(file, *args, **kwargs):
         if isinstance(file, str) and os.path.basename(file) == target:
-            file = SignallingFile(file)
+            if opens_to_skip:
+                opens_to_skip.pop()
+            else:
+                file = SignallingFile(file)
         return real_open(file, *args, **kwargs)
 
     av.open = open_signalling
@@ -90,6 +94,16 @@ def test_a_signal_while_pyav_reads_the_next_video_stops_the_batch(clips, tiny_we
     assert "Traceback" not in stderr and "ignored" not in stderr, stderr
     assert sorted(p.name for p in out.iterdir()) == ["c0"], "c1 is stopped before its commit, c2 never begins"
     assert sorted(p.name for p in (out / "c0").iterdir()) == OUTPUTS
+
+
+def test_a_signal_while_a_batch_reads_the_frame_counts_stops_it_before_any_video(clips, tiny_weights, tmp_path):
+    out = tmp_path / "out"
+    result = signalled_batch("pyav-probe", "c1.mp4", signal.SIGTERM, clips, out, tiny_weights)
+    stderr = result.stderr.decode()
+    assert result.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted (SIGTERM)", stderr
+    assert "Traceback" not in stderr and "ignored" not in stderr, stderr
+    assert not out.exists(), "no video began"
 
 
 def test_a_signal_just_after_a_commit_still_unlocks_and_cleans_the_folder(clips, tiny_weights, tmp_path):

@@ -205,7 +205,7 @@ def _segment_to_stdout(source: str, engine: SegmentationEngine, quiet: bool, on_
 
 def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, shard: str, as_json: bool, quiet: bool,
                    on_warning: Warn) -> None:
-    from hmhi_cli.batch import BatchFrames, collect_videos, segment_batch, shard_videos, stated_frames
+    from hmhi_cli.batch import BatchFrames, collect_videos, segment_batch, shard_videos, stated_counts
 
     videos = shard_videos(collect_videos(sources), shard)
     warned: set[str] = set()
@@ -218,7 +218,6 @@ def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, sh
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failed = []
     options = engine.options
-    batch_frames = BatchFrames([stated_frames(video, options.fps, options.trim) for video in videos])
     now = {"video": -1, "done": 0, "before": 0}  # the video in hand, its frames done, the frames of those ended
 
     def show_overall() -> None:
@@ -243,6 +242,7 @@ def _segment_batch(sources: list[str], out: Path, engine: SegmentationEngine, sh
         show_step(bar, frames, f"finishing {videos[now['video']].name}: {outputs}…")
 
     with progress(quiet) as bar, at_safe_points():
+        batch_frames = BatchFrames(stated_counts(videos, options.fps, options.trim))
         overall = bar.add_task(f"videos 0/{len(videos)}", total=batch_frames.total, unit="fps")
         frames = bar.add_task("", total=None, visible=False, unit="fps")
         outcomes = segment_batch(

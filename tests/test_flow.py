@@ -17,6 +17,7 @@ import torch
 from torchvision.utils import _make_colorwheel, flow_to_image
 
 from hmhi_cli import flow as flowlib
+from hmhi_cli.flow import estimators, precompute, render
 from hmhi_cli.errors import InputError, WeightsError
 from hmhi_cli.flow import (
     DisFlowEstimator,
@@ -73,7 +74,7 @@ def test_flow_to_rgb_matches_torchvision_and_renders_zero_as_white():
     rendered = flow_to_rgb(flow)
     assert rendered.dtype == np.uint8 and rendered.shape == (24, 32, 3)
     np.testing.assert_array_equal(rendered, expected)
-    np.testing.assert_array_equal(flowlib._WHEEL, _make_colorwheel().numpy())
+    np.testing.assert_array_equal(render._WHEEL, _make_colorwheel().numpy())
     # A real 480p field: float rounding may move a handful of values by one level, no more.
     large = rng.normal(0, 5, (480, 854, 2)).astype(np.float32)
     expected = flow_to_image(torch.from_numpy(large).permute(2, 0, 1)).permute(1, 2, 0).numpy()
@@ -223,7 +224,7 @@ def test_raft_loads_both_formats_and_returns_input_resolution(raft_small_files):
 def test_flow_resize_scales_vectors():
     small = np.empty((50, 100, 2), np.float32)
     small[..., 0], small[..., 1] = 2.0, -1.0
-    big = flowlib._resize_flow(small, 100, 300)
+    big = estimators._resize_flow(small, 100, 300)
     assert big.shape == (100, 300, 2)
     np.testing.assert_allclose(big[..., 0], 6.0)
     np.testing.assert_allclose(big[..., 1], -2.0)
@@ -355,8 +356,8 @@ def test_precompute_resumes_after_interruption(davis_tree, monkeypatch):
     stale.write_bytes(b"half")
 
     decoded = []
-    real_read = flowlib.read_image
-    monkeypatch.setattr(flowlib, "read_image", lambda path: decoded.append(path) or real_read(path))
+    real_read = precompute.read_image
+    monkeypatch.setattr(precompute, "read_image", lambda path: decoded.append(path) or real_read(path))
     counting = CountingEstimator()
     second = precompute_flow(sequences, davis_tree, counting)
     assert (second.computed, second.skipped, counting.calls) == (2, 5, 2)

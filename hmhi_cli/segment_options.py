@@ -11,7 +11,7 @@ from hmhi_cli import runtime
 from hmhi_cli.errors import InputError
 from hmhi_cli.inference import resolve_device
 from hmhi_cli.matte import MatteSettings
-from hmhi_cli.outputs import DEFAULT_OUTPUTS, KEY_LAYERS, check_kinds
+from hmhi_cli.outputs import KEY_LAYERS, check_kinds
 from hmhi_cli.video import FrameSource, ImageFolderSource
 from hmhi_cli.video.alpha_writers import CRF_RANGE, PRORES_PROFILES
 from hmhi_cli.video.trim import Trim
@@ -26,7 +26,7 @@ FPS_RANGE = (0.01, 1000.0)
 class SegmentOptions:
     """How to segment; ``None`` sizes and limits come from the weights file."""
 
-    outputs: tuple[str, ...] = DEFAULT_OUTPUTS
+    outputs: tuple[str, ...] = ()
     """Kinds (:data:`OUTPUT_KINDS`); empty: the target's default (a folder's :data:`DEFAULT_OUTPUTS`,
     a file's kind from its suffix, the stream's mask video)."""
     weights: Path | None = None

@@ -185,8 +185,9 @@ def test_matte_options_reach_every_alpha_output(clip, tiny_weights, tmp_path):
     for image, prob in zip(read_alpha_pngs(tmp_path / "soft" / "alpha"), probs):
         np.testing.assert_array_equal(image[..., 3], prob)
 
-    hard = segment(clip, tiny_weights, tmp_path / "hard", "--save", "alpha", "--matte", "hard", "--invert")
+    hard = segment(clip, tiny_weights, tmp_path / "hard", "--save", "alpha,masks", "--matte", "hard", "--invert")
     assert hard.returncode == 0, hard.stderr.decode()
+    masks = read_alpha_pngs(tmp_path / "hard" / "masks")  # this run's: two runs may differ by a pixel at the threshold
     for image, mask in zip(read_alpha_pngs(tmp_path / "hard" / "alpha"), masks):
         np.testing.assert_array_equal(image[..., 3], 255 - mask)
     for plane, mask in zip(libvpx_alpha_planes(tmp_path / "hard" / "alpha.webm"), masks):
@@ -198,8 +199,8 @@ def test_matte_options_reach_every_alpha_output(clip, tiny_weights, tmp_path):
     assert stream.returncode == 0, stream.stderr.decode()
     with av.open(io.BytesIO(stream.stdout)) as container:
         streamed = [frame.to_ndarray(format="rgba")[..., 3] for frame in container.decode(video=0)]
-    for alpha, mask in zip(streamed, masks):
-        np.testing.assert_array_equal(alpha, finish(mask, MatteSettings(kind="hard", choke=2)))
+    for alpha, mask in zip(streamed, masks):  # another run: a pixel at the threshold may flip, and the choke widens it
+        assert (alpha != finish(mask, MatteSettings(kind="hard", choke=2))).mean() < 0.005
 
     composite = segment(clip, tiny_weights, tmp_path / "green", "--save", "alpha", "--background", "#00ff00",
                         "--matte", "hard", "--invert")

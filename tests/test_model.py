@@ -299,3 +299,15 @@ def test_fast_layer_norm_2d_equals_the_reference_formula():
     fast = norm(x)
     norm.fast = False
     torch.testing.assert_close(fast, norm(x), rtol=1e-5, atol=1e-5)
+
+
+def test_tables_first_built_while_segmenting_serve_training():
+    """The cached constant tables (bicubic matrices, position tables) are built outside inference
+    mode, so training after segmenting in one process does not fail on 'inference tensors'."""
+    from hmhi_cli.model.ops import upsample_bicubic
+
+    with torch.inference_mode():
+        upsample_bicubic(torch.rand(1, 2, 7, 5), 4)
+    x = torch.rand(1, 2, 7, 5, requires_grad=True)
+    upsample_bicubic(x, 4).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -367,6 +367,14 @@ COMMANDS: dict[str, Run | CoveredBy | CannotRunHere] = {
     "hmhi segment frames/ -o out/ --fps 30 --save alpha --background '#00ff00'": Run(
         creates=("out/composite.mp4",), check=video_frames("out/composite.mp4", CLIP_FRAMES)),
     "cat clip.webm | hmhi segment - -o out/ --json": CoveredBy("tests/test_segment.py::test_stdin_and_image_folder_inputs"),
+    "hmhi segment input.mp4 -o cut.mov": CoveredBy(
+        "tests/test_segment_outputs.py::test_one_video_file_of_the_kind_its_suffix_or_save_names"),
+    "hmhi segment input.mp4 -o cut.webm --crf 30": CoveredBy(
+        "tests/test_segment_outputs.py::test_one_video_file_of_the_kind_its_suffix_or_save_names"),
+    "hmhi segment input.mp4 -o green.mp4 --background '#00ff00'": CoveredBy(
+        "tests/test_segment_outputs.py::test_one_video_file_of_the_kind_its_suffix_or_save_names"),
+    "hmhi segment input.mp4 -o out/ --save alpha-mov,composite --background beach.mp4": CoveredBy(
+        "tests/test_segment_outputs.py::test_video_background_foreground_and_matte_with_composite"),
     "hmhi segment input.mp4 -o - --save alpha | ffmpeg -i - -c:v prores_ks -profile:v 4444 cutout.mov": Run(
         needs="ffmpeg", creates=("cutout.mov",), check=video_frames("cutout.mov", CLIP_FRAMES)),
     "hmhi segment a.mp4 b.mov clips/ frames/ -o out/": Run(

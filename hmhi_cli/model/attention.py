@@ -4,16 +4,15 @@ rotary and top-k sparse attention."""
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hmhi_cli.model.ops import Linear
+from hmhi_cli.model.ops import Linear, constant_tensors
 
 
-@lru_cache(maxsize=32)
+@constant_tensors(maxsize=32)
 def _sine_table(channels: int, height: int, width: int, temperature: float = 10000.0) -> Tensor:
     half = channels // 2
     eps = 1e-6
@@ -30,7 +29,7 @@ def _sine_table(channels: int, height: int, width: int, temperature: float = 100
     return torch.cat([pos_y, pos_x], dim=2).permute(2, 0, 1).contiguous()
 
 
-@lru_cache(maxsize=64)
+@constant_tensors(maxsize=64)
 def _sine_table_on(channels: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     return _sine_table(channels, height, width).to(device=device, dtype=dtype)
 
@@ -41,7 +40,7 @@ def sine_position(channels: int, height: int, width: int, like: Tensor) -> Tenso
     return _sine_table_on(channels, height, width, like.device, like.dtype)
 
 
-@lru_cache(maxsize=32)
+@constant_tensors(maxsize=32)
 def _rotary_table(head_dim: int, height: int, width: int, theta: float, device: torch.device) -> Tensor:
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 4)[: head_dim // 4].float() / head_dim))
     index = torch.arange(height * width)

@@ -4,11 +4,30 @@ products, a 3x3 convolution to few channels as one matrix product."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+T = TypeVar("T")
+
+
+def constant_tensors(maxsize: int) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """``lru_cache`` for functions that build constant tables of tensors, which are built with
+    autograd off and outside inference mode: a table first built while segmenting
+    (``torch.inference_mode``) stays usable by training in the same process."""
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        @lru_cache(maxsize=maxsize)
+        @functools.wraps(function)
+        def build(*args):
+            with torch.inference_mode(False), torch.no_grad():
+                return function(*args)
+        return build
+    return decorate
 
 
 @lru_cache(maxsize=1)
@@ -78,7 +97,7 @@ def add_to_half(values: Tensor, update: Tensor) -> Tensor:
     return values
 
 
-@lru_cache(maxsize=32)
+@constant_tensors(maxsize=32)
 def _bicubic_matrix(length: int, scale: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     impulses = torch.eye(length, dtype=torch.float64).view(length, 1, 1, length)
     matrix = F.interpolate(impulses, scale_factor=(1, scale), mode="bicubic", align_corners=False)

@@ -14,11 +14,12 @@ convolution reads it without a transpose.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from hmhi_cli.model.ops import constant_tensors
 
 TILE = 4
 WINDOW = TILE + 2
@@ -41,7 +42,7 @@ def transform_filter(weight: Tensor, splits: Sequence[int] | None = None) -> lis
     return [piece.contiguous() for piece in points.split(list(splits or [weight.shape[1]]), dim=1)]
 
 
-@lru_cache(maxsize=8)
+@constant_tensors(maxsize=8)
 def _transforms(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     b_t = torch.tensor(_INPUT_T, dtype=torch.float64)
     a_t = torch.tensor(_OUTPUT_T, dtype=torch.float64)

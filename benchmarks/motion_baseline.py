@@ -18,7 +18,7 @@ import numpy as np
 from hmhi_cli.data.layouts import load_dataset
 from hmhi_cli.evaluation import evaluate
 from hmhi_cli.flow import DisFlowEstimator, flow_images
-from hmhi_cli.video import read_image, write_png
+from hmhi_cli.video import read_image, write_image
 
 DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "davis16-dev"
 
@@ -40,7 +40,7 @@ def main() -> None:
         for sequence in load_dataset(DAVIS, sequences=names):
             frames = (read_image(path) for path in sequence.frames)
             for path, item in zip(sequence.frames, flow_images(frames, estimator)):
-                write_png(Path(pred) / sequence.name / f"{path.stem}.png", motion_mask(item.flow_raw))
+                write_image(Path(pred) / sequence.name / f"{path.stem}.png", motion_mask(item.flow_raw))
         result = evaluate(DAVIS, pred, sequences=names).to_dict()
     print(f"motion baseline (DIS, median-compensated, Otsu): J&F {result['J&F']:.3f} "
           f"J {result['J']['mean']:.3f} F {result['F']['mean']:.3f}")

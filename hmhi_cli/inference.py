@@ -25,7 +25,7 @@ from hmhi_cli.model import HMHINet
 from hmhi_cli.model.inputs import logits_to_probability, to_model_input
 from hmhi_cli.pipeline import run_ahead
 from hmhi_cli.runtime import fit_threads_to_load
-from hmhi_cli.video import read_image, write_png
+from hmhi_cli.video import read_image, write_image
 from hmhi_cli.weights import WeightsInfo, default_weights_path, load_weights
 
 
@@ -176,7 +176,7 @@ def segment_dataset(net: HMHINet, root: str | Path, out_dir: Path, size: int, es
             paths = [_precomputed_flow(sequence, frame, flow_root) for frame in sequence.frames]
             flows = (read_image(path) for path in paths)
         for result in segmenter.run(run_ahead(segmenter.pairs(frames, flows))):
-            write_png(targets[result.index], refine(result.probability, result.rgb))
+            write_image(targets[result.index], refine(result.probability, result.rgb))
             if on_frame:
                 on_frame(sequence.name, result.index + 1, len(targets))
     return segmenter.times

@@ -36,7 +36,7 @@ from hmhi_cli.evaluation import (
     read_annotation,
 )
 from hmhi_cli.output_folder import OutputFolder
-from hmhi_cli.video import write_png
+from hmhi_cli.video import write_image
 
 OVERVIEW_NAME = "overview.png"
 SHEET_FOLDER = "worst-frames"
@@ -143,7 +143,7 @@ def write_report(
             chosen = worst_frames(scored, worst)
             name = f"{scored.name}.png"
             sheet = contact_sheet(scored, sequences[scored.name], pred_root, chosen)
-            write_png(folder.staging / SHEET_FOLDER / name, sheet)
+            write_image(folder.staging / SHEET_FOLDER / name, sheet)
             sheets.append(
                 SequenceSheet(
                     sequence=scored.name,
@@ -153,7 +153,7 @@ def write_report(
                     f_scores=None if scored.f_scores is None else [scored.f_scores[index] for index in chosen],
                 )
             )
-        write_png(folder.staging / OVERVIEW_NAME, overview_chart(result))
+        write_image(folder.staging / OVERVIEW_NAME, overview_chart(result))
         folder.commit([overview, sheet_folder], overwrite, replaceable=earlier)
     return Report(overview=overview, sheets=sheets)
 

@@ -131,13 +131,13 @@ def test_ctrl_c_while_a_report_is_replaced_leaves_the_earlier_report_whole(
     assert eval_report(predictions, report, "--sequences", ",".join(SEQUENCES))[0] == 0
     files = {path: os.stat(path) for path in report.rglob("*")}
     assert len(files) == 4  # overview.png, worst-frames/ and its two sheets
-    real_write_png = hmhi_cli.report.write_png
+    real_write_image = hmhi_cli.report.write_image
 
-    def write_png_then_ctrl_c(path, image) -> None:  # Ctrl-C once the first new sheet is written
-        real_write_png(path, image)
+    def write_image_then_ctrl_c(path, image) -> None:  # Ctrl-C once the first new sheet is written
+        real_write_image(path, image)
         os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(hmhi_cli.report, "write_png", write_png_then_ctrl_c)
+    monkeypatch.setattr(hmhi_cli.report, "write_image", write_image_then_ctrl_c)
     code, stderr = call_cli(capsys, "eval", "--dataset", "davis16", "--root", str(DAVIS_DEV), "--pred", str(predictions),
                             "--sequences", ",".join(SEQUENCES), "--report", str(report), "--overwrite", "--quiet")
     assert code == 130 and "interrupted" in stderr, stderr
@@ -146,7 +146,7 @@ def test_ctrl_c_while_a_report_is_replaced_leaves_the_earlier_report_whole(
     for path, before in files.items():
         assert (after[path].st_ino, after[path].st_mtime_ns) == (before.st_ino, before.st_mtime_ns), path
 
-    monkeypatch.setattr(hmhi_cli.report, "write_png", real_write_png)
+    monkeypatch.setattr(hmhi_cli.report, "write_image", real_write_image)
     code, stderr = call_cli(capsys, "eval", "--dataset", "davis16", "--root", str(DAVIS_DEV), "--pred", str(predictions),
                             "--sequences", "dog", "--report", str(report), "--overwrite", "--quiet")
     assert code == 0, stderr

@@ -34,8 +34,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hmhi_cli.atomic import write_bytes
-from hmhi_cli.errors import InputError, OutputError, WriteError
+from hmhi_cli.errors import InputError, OutputError
+from hmhi_cli.video import write_image
 
 TEXTURE_KINDS = ("noise", "stripes", "checkers", "gradient", "flat", "photo")
 SHAPE_KINDS = ("blob", "ellipses", "polygon")
@@ -188,21 +188,10 @@ def write_clip(clip: SyntheticClip, folder: str | os.PathLike, name: str = "synt
     image_dir = root / "JPEGImages" / "480p" / name
     mask_dir = root / "Annotations" / "480p" / name
     for index, (frame, mask) in enumerate(zip(clip.frames, clip.masks)):
-        jpeg = _encode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-        png = _encode(".png", mask * np.uint8(255), [])
-        for target, data in ((image_dir / f"{index:05d}.jpg", jpeg), (mask_dir / f"{index:05d}.png", png)):
-            try:
-                write_bytes(target, data)
-            except OSError as error:
-                raise WriteError(f"cannot write {target}: {error.strerror or error}") from None
+        write_image(image_dir / f"{index:05d}.jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        write_image(mask_dir / f"{index:05d}.png", mask * np.uint8(255))
     return image_dir
-
-
-def _encode(suffix: str, image: np.ndarray, params: list[int]) -> bytes:
-    ok, buffer = cv2.imencode(suffix, image, params)
-    if not ok:
-        raise OutputError(f"OpenCV could not encode a {suffix} image")
-    return buffer.tobytes()
 
 
 def _check_range(name: str, value: tuple[float, float], low: float, high: float, strict_low: bool = False) -> None:

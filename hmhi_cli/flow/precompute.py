@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Callable, Iterable
 import cv2
 import numpy as np
 
-from hmhi_cli.atomic import remove_partials, write_bytes
-from hmhi_cli.errors import InputError, OutputError, WriteError
+from hmhi_cli.atomic import remove_partials
+from hmhi_cli.errors import InputError, WriteError
 from hmhi_cli.flow.estimators import FlowEstimator
 from hmhi_cli.flow.flo import FLO_MAGIC, write_flo
 from hmhi_cli.flow.render import flow_to_rgb
-from hmhi_cli.video import read_image
+from hmhi_cli.video import read_image, write_image
 
 if TYPE_CHECKING:
     from hmhi_cli.data.layouts import Sequence
@@ -142,15 +142,8 @@ class PrecomputeSummary:
     skipped: int
 
 
-def _write_image(path: Path, rgb: np.ndarray) -> None:
-    params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if path.suffix == ".jpg" else []
-    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise OutputError(f"cannot encode image: {path}")
-    try:
-        write_bytes(path, encoded.tobytes())
-    except OSError as exc:
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+def _image_params(path: Path) -> list[int]:
+    return [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if path.suffix == ".jpg" else []
 
 
 def _write_flo_checked(path: Path, flow: np.ndarray) -> None:
@@ -197,7 +190,7 @@ def _precompute_sequence(
                 if other.shape != frame.shape:
                     raise InputError(f"frames differ in size: {frames[index]} and {frames[other_index]}")
                 flow = estimator.estimate(frame, other)
-            _write_image(target.image, flow_to_rgb(flow))
+            write_image(target.image, cv2.cvtColor(flow_to_rgb(flow), cv2.COLOR_RGB2BGR), _image_params(target.image))
             if target.flo is not None:
                 _write_flo_checked(target.flo, flow)
             computed += 1

@@ -15,11 +15,12 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from hmhi_cli.atomic import atomic_path, remove_partials
+from hmhi_cli.atomic import remove_partials
 from hmhi_cli.data.layouts import IMAGE_SUFFIXES, natural_sort_key
 from hmhi_cli.data.photos import IMAGE_FOLDER, MASK_FOLDER
 from hmhi_cli.errors import InputError, OutputError
 from hmhi_cli.training.teacher import resize
+from hmhi_cli.video import write_image
 
 DAVIS_FRAMES = "JPEGImages"
 DAVIS_RESOLUTION = "480p"
@@ -100,12 +101,6 @@ def _output_size(height: int, width: int, max_side: int | None) -> tuple[int, in
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _write_image(path: Path, image: np.ndarray, params: list[int]) -> None:
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), image, params):
-            raise OutputError(f"cannot write {path}")
-
-
 def label_items(items: list[LabelItem], out: str | os.PathLike, teacher: Labeller, max_side: int | None = 480,
                 on_item: Callable[[LabelItem, bool], None] | None = None) -> LabelSummary:
     """Label every item not yet labelled in ``out``: the photo (shrunk to ``max_side`` on its longest
@@ -135,8 +130,8 @@ def label_items(items: list[LabelItem], out: str | os.PathLike, teacher: Labelle
         soft = teacher.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         height, width = _output_size(*bgr.shape[:2], max_side)
         mask = np.round(resize(soft, width, height) * 255.0).clip(0, 255).astype(np.uint8)
-        _write_image(image_path, resize(bgr, width, height), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        _write_image(mask_path, mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        write_image(image_path, resize(bgr, width, height), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        write_image(mask_path, mask, [cv2.IMWRITE_PNG_COMPRESSION, 3])
         summary.labelled += 1
         if on_item:
             on_item(item, True)

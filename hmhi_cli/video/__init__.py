@@ -38,7 +38,7 @@ from hmhi_cli.video.writers import (
     RgbVideoWriter,
     StreamVideoWriter,
     check_writable,
-    write_png,
+    write_image,
 )
 
 __all__ = [
@@ -74,5 +74,5 @@ __all__ = [
     "parse_color",
     "read_image",
     "upright",
-    "write_png",
+    "write_image",
 ]

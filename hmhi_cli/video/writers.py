@@ -19,7 +19,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -463,12 +463,13 @@ def lossless_frame(image: np.ndarray, pix_fmt: str) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray(pixels, format=source_format).reformat(format=pix_fmt, threads=1)
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write ``image`` (HxW grey, or BGR/BGRA as OpenCV orders colours) as a PNG, atomically;
+def write_image(path: str | os.PathLike, image: np.ndarray, params: Sequence[int] = ()) -> None:
+    """Write ``image`` (HxW grey, or BGR/BGRA as OpenCV orders colours) atomically, in the format its
+    suffix names (``.png``, ``.jpg``), with OpenCV's ``params`` (e.g. ``[cv2.IMWRITE_JPEG_QUALITY, 95]``);
     failures become one-line :class:`OutputError`\\ s."""
-    ok, encoded = cv2.imencode(".png", image)
+    ok, encoded = cv2.imencode(Path(path).suffix, image, list(params))
     if not ok:
-        raise OutputError(f"cannot encode PNG for {path}")
+        raise OutputError(f"cannot encode {path}")
     try:
         write_bytes(path, encoded.tobytes())
     except OSError as err:
@@ -513,5 +514,5 @@ class PngSequenceWriter:
         else:
             raise ValueError(f"PNG frames must be HxW, HxWx3 or HxWx4 uint8, got {image.shape} {image.dtype}")
         target = self.path(index)
-        write_png(target, pixels)
+        write_image(target, pixels)
         return target

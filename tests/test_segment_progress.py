@@ -5,7 +5,6 @@ bf16 on a CPU that emulates it."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import cv2
 import pytest

@@ -6,14 +6,17 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from hmhi_cli.interrupt import Stopped, at_safe_points, handle_stop_signals
 from hmhi_cli.training.data import ClipSampler, DatasetSpec
 from hmhi_cli.training.loss import LossWeights, clip_loss, dice_loss
 from hmhi_cli.training.trainer import Trainer, TrainConfig, learning_rate
@@ -116,6 +119,52 @@ def test_cli_train_then_resume(tmp_path):
     assert "resumed at step 2" in second.stderr
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == 3
     assert (run / "checkpoints" / "step_0000003.safetensors").is_file()
+
+
+def test_a_stop_signal_during_an_optimizer_step_lets_the_step_end_and_checkpoints_it(tmp_path):
+    from safetensors.torch import load_file
+
+    trainer = Trainer(tiny_config(tmp_path / "run", steps=4, clip_length=2, checkpoint_every=0), log=lambda m: None)
+    real_step = trainer.optimizer.step
+
+    def sigterm_then_step(*args, **kwargs):
+        if trainer.step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)  # half-way through the first step, after its backward pass
+        return real_step(*args, **kwargs)
+
+    trainer.optimizer.step = sigterm_then_step
+    with handle_stop_signals(), at_safe_points(), pytest.raises(Stopped):
+        trainer.run()
+    assert trainer.step == 1
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert json.loads((checkpoints / "latest.json").read_text())["step"] == 1
+    saved = load_file(checkpoints / "step_0000001.safetensors")
+    for name, value in trainer.net.state_dict().items():
+        if name in saved:
+            assert torch.equal(saved[name], value), name
+
+
+def test_cli_sigterm_while_training_checkpoints_the_last_step_and_says_how_to_go_on(tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "hmhi_cli", "train", "--out", str(run), *TINY_RUN,
+                                "--steps", "1000", "--checkpoint-every", "1", "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "latest.json").exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "training never wrote a checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGSTOP)  # wherever it is now, in a step or writing a checkpoint
+    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGCONT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1] == "interrupted (SIGTERM)", stderr
+    step = json.loads((run / "checkpoints" / "latest.json").read_text())["step"]
+    assert lines[-2] == f"stopped after step {step}, which is checkpointed: --resume goes on from there", stderr
+    assert (run / "checkpoints" / f"step_{step:07d}.safetensors").is_file()
+    assert (run / "checkpoints" / f"step_{step:07d}.optim.pt").is_file()
 
 
 TINY_RUN = ("--encoder", "mit_b0", "--size", "64", "--clip-length", "2", "--batch-size", "1", "--synthetic", "1.0")

@@ -8,6 +8,7 @@ import typer
 
 from hmhi_cli.cli.common import err_console, progress
 from hmhi_cli.errors import InputError, OutputError
+from hmhi_cli.interrupt import at_safe_points
 
 LOG_EVERY = 20
 DATA_HELP = ("Dataset root, optionally ROOT:REPEAT or ROOT:REPEAT:seq1,seq2: videos (DAVIS or reference layout) "
@@ -44,7 +45,7 @@ def _train(out: Path, data: list[str], encoder: str, size: int, steps: int, batc
     trainer = Trainer(config, validate=validate, log=log)
     if resume:
         trainer.resume(out)
-    with progress(quiet or trainer.rank != 0) as bar:
+    with progress(quiet or trainer.rank != 0) as bar, at_safe_points():
         task = bar.add_task("training", total=steps, completed=trainer.step)
 
         def on_step(record) -> None:

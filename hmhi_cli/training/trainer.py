@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 from hmhi_cli.atomic import write_bytes, write_text
 from hmhi_cli.errors import InputError, WeightsError, WriteError
+from hmhi_cli.interrupt import raise_if_stopped
 from hmhi_cli.model import HMHINet, build_model
 from hmhi_cli.training.data import ClipSampler, DatasetSpec
 from hmhi_cli.training.loss import LossWeights, clip_loss
@@ -269,15 +270,21 @@ class Trainer:
         self.step = int(saved["step"])
 
     def run(self, on_step: Callable[[StepLog], None] | None = None) -> Path:
-        """Train until ``config.steps``; checkpoint every ``checkpoint_every`` steps and at the end."""
+        """Train until ``config.steps``; checkpoint every ``checkpoint_every`` steps and at the end.
+
+        A stop signal is acted on between steps (:func:`~hmhi_cli.interrupt.raise_if_stopped`, within
+        :func:`~hmhi_cli.interrupt.at_safe_points`): the step under way ends, is checkpointed, and
+        ``--resume`` goes on from the next one."""
         config = self.config
         if self.rank == 0:
             with _writing(config.out_dir / "config.json"):
                 config.out_dir.mkdir(parents=True, exist_ok=True)
                 write_text(config.out_dir / "config.json", config.to_json())
         final = self.checkpoint_dir
+        stopped = False
         try:
             while self.step < config.steps:
+                raise_if_stopped()
                 record = self.train_step()
                 if on_step:
                     on_step(record)
@@ -288,9 +295,14 @@ class Trainer:
                     final = self.save_checkpoint()
                 if self.validate and config.validate_every and record.step % config.validate_every == 0 and self.rank == 0:
                     self._validate(record.step)
+        except KeyboardInterrupt:
+            stopped = True
+            raise
         finally:
             if self.step and not (self.checkpoint_dir / f"step_{self.step:07d}.safetensors").exists():
                 final = self.save_checkpoint()
+            if stopped and self.step and self.rank == 0:
+                self.log(f"stopped after step {self.step}, which is checkpointed: --resume goes on from there")
         return final
 
     def close(self) -> None:

@@ -23,7 +23,6 @@ last frame: in frame t-1), as ``(dx, dy)``.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
@@ -34,11 +33,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from hmhi_cli.data.shapes import SHAPE_KINDS, Shape, apply_affine, make_shape, rotation_scale, translation
+from hmhi_cli.data.textures import TEXTURE_KINDS, coordinates, make_texture, shade
 from hmhi_cli.errors import InputError, OutputError
 from hmhi_cli.video import write_image
-
-TEXTURE_KINDS = ("noise", "stripes", "checkers", "gradient", "flat", "photo")
-SHAPE_KINDS = ("blob", "ellipses", "polygon")
 
 _MOTION_ATTEMPTS = 20
 _TEXTURE_ATTEMPTS = 8
@@ -208,216 +206,6 @@ def _check_weights(name: str, weights: Mapping[str, float], known: tuple[str, ..
         raise InputError(f"{name} weights must be non-negative with a positive sum, got {dict(weights)}")
 
 
-# ---------------------------------------------------------------- geometry
-
-
-def _translation(dx: float, dy: float) -> np.ndarray:
-    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
-
-
-def _rotation_scale(angle: float, scale: float) -> np.ndarray:
-    c, s = scale * math.cos(angle), scale * math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ matrix[:2, :2].T + matrix[:2, 2]
-
-
-def _ellipse_points(a: float, b: float, angle: float, centre: np.ndarray, count: int = 48) -> np.ndarray:
-    theta = np.linspace(0.0, 2.0 * math.pi, count, endpoint=False)
-    local = np.stack([a * np.cos(theta), b * np.sin(theta)], axis=1)
-    return _apply(_rotation_scale(angle, 1.0), local) + centre
-
-
-@dataclass
-class _Shape:
-    """An anti-aliased shape on its own canvas; ``origin`` is its centre in canvas pixels."""
-
-    alpha: np.ndarray
-    origin: np.ndarray
-    radius: float
-
-    @property
-    def to_local(self) -> np.ndarray:
-        return _translation(-self.origin[0], -self.origin[1])
-
-    def hard_area(self) -> int:
-        return int(np.count_nonzero(self.alpha >= 0.5))
-
-
-def _make_shape(kind: str, radius: float, rng: np.random.Generator) -> _Shape:
-    if kind == "blob":
-        theta = np.linspace(0.0, 2.0 * math.pi, 96, endpoint=False)
-        orders = np.arange(2, 8)
-        amplitudes = rng.uniform(0.0, 1.0, orders.size) / orders**1.2
-        amplitudes *= rng.uniform(0.15, 0.55) / amplitudes.sum()
-        phases = rng.uniform(0.0, 2.0 * math.pi, orders.size)
-        r = radius * (1.0 + (amplitudes[:, None] * np.cos(orders[:, None] * theta + phases[:, None])).sum(0))
-        stretch = rng.uniform(1.0, 1.6)
-        points = np.stack([r * np.cos(theta) * stretch, r * np.sin(theta) / stretch], axis=1)
-        polygons = [_apply(_rotation_scale(rng.uniform(0, 2 * math.pi), 1.0), points)]
-    elif kind == "polygon":
-        count = int(rng.integers(3, 9))
-        step = 2.0 * math.pi / count
-        theta = np.arange(count) * step + rng.uniform(-0.35, 0.35, count) * step + rng.uniform(0, step)
-        r = radius * rng.uniform(0.55, 1.0, count)
-        polygons = [np.stack([r * np.cos(theta), r * np.sin(theta)], axis=1)]
-    else:
-        a = radius * rng.uniform(0.6, 1.0)
-        b = a * rng.uniform(0.35, 0.9)
-        body_angle = rng.uniform(0, 2 * math.pi)
-        polygons = [_ellipse_points(a, b, body_angle, np.zeros(2))]
-        for _ in range(int(rng.integers(1, 5))):
-            phi = rng.uniform(0, 2 * math.pi)
-            anchor = _apply(_rotation_scale(body_angle, 1.0), np.array([[a * math.cos(phi), b * math.sin(phi)]]))[0]
-            direction = anchor / (np.linalg.norm(anchor) + 1e-6)
-            length = radius * rng.uniform(0.2, 0.55)
-            width = length * rng.uniform(0.2, 0.6)
-            angle = math.atan2(direction[1], direction[0]) + rng.uniform(-0.5, 0.5)
-            polygons.append(_ellipse_points(length, width, angle, anchor + direction * length * 0.6))
-    every = np.concatenate(polygons)
-    pad = 3.0
-    low = every.min(axis=0) - pad
-    width, height = (np.ceil(every.max(axis=0) - low + pad).astype(int) + 1).tolist()
-    canvas = np.zeros((height, width), np.uint8)
-    for polygon in polygons:
-        fixed = np.round((polygon - low) * 16.0).astype(np.int32)
-        cv2.fillPoly(canvas, [fixed], 255, lineType=cv2.LINE_AA, shift=4)
-    alpha = canvas.astype(np.float32) * np.float32(1.0 / 255.0)
-    if rng.random() < 0.3:
-        alpha = cv2.GaussianBlur(alpha, (0, 0), rng.uniform(0.3, 0.8))
-    return _Shape(alpha=alpha, origin=-low, radius=radius)
-
-
-# ---------------------------------------------------------------- textures
-
-
-def _random_colours(rng: np.random.Generator, count: int) -> np.ndarray:
-    """``count`` RGB colours in 0..255 (float32), often from one hue family, mostly unsaturated."""
-    if rng.random() < 0.6:
-        hue = (rng.uniform(0, 180) + rng.normal(0.0, 20.0, count)) % 180
-    else:
-        hue = rng.uniform(0, 180, count)
-    saturation = 255 * rng.beta(1.3, 2.0, count)
-    value = 255 * rng.uniform(0.12, 1.0, count)
-    hsv = np.stack([hue, saturation, value], axis=1).round().astype(np.uint8)[None]
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float32)
-
-
-def _ramp(values: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] (H, W) to colours along a piecewise linear ramp: (H, W, 3) uint8."""
-    levels = np.linspace(0.0, len(colours) - 1.0, 256)
-    index = np.minimum(levels.astype(np.int64), len(colours) - 2)
-    fraction = (levels - index)[:, None]
-    table = colours[index] * (1.0 - fraction) + colours[index + 1] * fraction
-    table = np.clip(table + 0.5, 0, 255).astype(np.uint8).reshape(1, 256, 3)
-    steps = np.clip(values * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return cv2.LUT(cv2.merge([steps, steps, steps]), table)
-
-
-def _fractal_noise(height: int, width: int, rng: np.random.Generator, cell: float, octaves: int) -> np.ndarray:
-    """Multi-octave value noise in [0, 1], smooth at the scale of ``cell`` pixels."""
-    total = np.zeros((height, width), np.float32)
-    amplitude = 1.0
-    for _ in range(octaves):
-        grid = rng.random((int(height / cell) + 2, int(width / cell) + 2), dtype=np.float32)
-        total += amplitude * cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
-        amplitude *= 0.5
-        cell = max(cell / 2.0, 1.5)
-    low, high = float(total.min()), float(total.max())
-    return (total - low) / max(high - low, 1e-6)
-
-
-def _coordinates(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.arange(width, dtype=np.float32)[None, :], np.arange(height, dtype=np.float32)[:, None]
-
-
-def _texture(kind: str, height: int, width: int, rng: np.random.Generator, config: SyntheticClipConfig) -> np.ndarray:
-    """A (height, width, 3) uint8 RGB texture of the given kind."""
-    if kind == "photo":
-        return _photo_crop(config.texture_images[int(rng.integers(len(config.texture_images)))], height, width, rng)
-    scale = float(min(config.size))
-    xs, ys = _coordinates(height, width)
-    if kind == "flat":
-        image = np.broadcast_to(_random_colours(rng, 1)[0], (height, width, 3))
-    elif kind == "noise":
-        values = _fractal_noise(height, width, rng, scale * rng.uniform(0.05, 0.5), int(rng.integers(3, 6)))
-        if rng.random() < 0.3:
-            values = np.abs(2.0 * values - 1.0)
-        image = _ramp(values, _random_colours(rng, int(rng.integers(2, 5))))
-        shade = _fractal_noise(height, width, rng, scale * rng.uniform(0.02, 0.1), 3)
-        image = image * (0.8 + 0.4 * shade)[..., None]
-    elif kind in ("stripes", "checkers"):
-        period = scale * rng.uniform(0.03, 0.2)
-        angle = rng.uniform(0, math.pi)
-        u = (xs * math.cos(angle) + ys * math.sin(angle)) / period
-        v = (ys * math.cos(angle) - xs * math.sin(angle)) / period
-        warp = rng.uniform(0.0, 1.5) * (_fractal_noise(height, width, rng, scale * 0.3, 2) - 0.5)
-        if kind == "stripes":
-            wave = np.sin(2.0 * math.pi * (u + warp))
-        else:
-            wave = np.sin(math.pi * (u + warp)) * np.sin(math.pi * (v + warp))
-        values = np.clip(0.5 + 0.5 * rng.uniform(1.0, 8.0) * wave, 0.0, 1.0)
-        image = _ramp(values, _random_colours(rng, 2))
-        grain = _fractal_noise(height, width, rng, scale * 0.05, 2)
-        image = image * (0.9 + 0.2 * grain)[..., None]
-    else:
-        if rng.random() < 0.5:
-            angle = rng.uniform(0, 2 * math.pi)
-            values = xs * math.cos(angle) + ys * math.sin(angle)
-        else:
-            cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-            values = np.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
-        values = values - values.min()
-        values = values / max(float(values.max()), 1e-6)
-        image = _ramp(values, _random_colours(rng, int(rng.integers(2, 4))))
-        grain = _fractal_noise(height, width, rng, scale * 0.1, 3)
-        image = image * (0.92 + 0.16 * grain)[..., None]
-    return np.clip(image + 0.5, 0, 255).astype(np.uint8)
-
-
-@functools.lru_cache(maxsize=32)
-def _load_photo(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"cannot read texture image: {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _photo_crop(path: Path, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """A random crop of a photograph, zoomed by a random factor, resized to (height, width)."""
-    photo = _load_photo(path)
-    photo_height, photo_width = photo.shape[:2]
-    zoom = max(rng.uniform(0.6, 1.4), height / photo_height, width / photo_width)
-    crop_height = min(photo_height, max(1, round(height / zoom)))
-    crop_width = min(photo_width, max(1, round(width / zoom)))
-    top = int(rng.integers(photo_height - crop_height + 1))
-    left = int(rng.integers(photo_width - crop_width + 1))
-    crop = photo[top : top + crop_height, left : left + crop_width]
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    shrinking = crop_height > height
-    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-def _shade(texture: np.ndarray, shape: _Shape, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Light an object's texture: a linear lighting gradient and a darker rim."""
-    if strength <= 0:
-        return texture
-    height, width = shape.alpha.shape
-    xs, ys = _coordinates(height, width)
-    angle = rng.uniform(0, 2 * math.pi)
-    gradient = ((xs - shape.origin[0]) * math.cos(angle) + (ys - shape.origin[1]) * math.sin(angle)) / shape.radius
-    light = 1.0 + rng.uniform(0, strength) * np.clip(gradient, -1.0, 1.0)
-    inner = cv2.GaussianBlur(shape.alpha, (0, 0), max(shape.radius * 0.15, 0.5))
-    light = light * (1.0 - rng.uniform(0, strength) * (1.0 - np.clip(2.0 * inner - 0.5, 0.0, 1.0)))
-    return np.clip(texture * light[..., None] + 0.5, 0, 255).astype(np.uint8)
-
-
-# ---------------------------------------------------------------- layers and rendering
-
-
 @dataclass
 class _Warped:
     """A layer's alpha warped into a frame region ``rows`` x ``cols``."""
@@ -433,7 +221,7 @@ class _Warped:
 
 def _frame_region(matrix: np.ndarray, height: int, width: int, frame: tuple[int, int]) -> tuple[slice, slice] | None:
     corners = np.array([[0.0, 0.0], [width - 1.0, 0.0], [0.0, height - 1.0], [width - 1.0, height - 1.0]])
-    mapped = _apply(matrix, corners)
+    mapped = apply_affine(matrix, corners)
     x0, y0 = np.floor(mapped.min(axis=0)).astype(int) - 1
     x1, y1 = np.ceil(mapped.max(axis=0)).astype(int) + 2
     x0, x1 = max(x0, 0), min(x1, frame[1])
@@ -444,7 +232,7 @@ def _frame_region(matrix: np.ndarray, height: int, width: int, frame: tuple[int,
 
 
 def _warp_into(image: np.ndarray, matrix: np.ndarray, rows: slice, cols: slice, border: int) -> np.ndarray:
-    local = _translation(-cols.start, -rows.start) @ matrix
+    local = translation(-cols.start, -rows.start) @ matrix
     size = (cols.stop - cols.start, rows.stop - rows.start)
     return cv2.warpAffine(image, local[:2], size, flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)
 
@@ -453,7 +241,7 @@ def _warp_into(image: np.ndarray, matrix: np.ndarray, rows: slice, cols: slice, 
 class _Layer:
     """A shape with a texture, placed in frame t by ``transforms[t]`` (canvas to frame pixels)."""
 
-    shape: _Shape
+    shape: Shape
     transforms: np.ndarray
     frame_size: tuple[int, int]
     texture: np.ndarray | None = None
@@ -524,12 +312,12 @@ class _ClipBuilder:
             acceleration = track[1]
         zoom = self.rng.uniform(-config.background_zoom, config.background_zoom)
         roll = math.radians(self.rng.uniform(-config.background_rotation, config.background_rotation))
-        to_centre = _translation(*self.centre)
+        to_centre = translation(*self.centre)
         matrices = []
         for t in self.times:
             pan = velocity * t + 0.5 * acceleration * t * t
-            view = _rotation_scale(roll * t, (1.0 + zoom) ** t)
-            matrices.append(to_centre @ view @ _translation(*(-self.centre - pan)))
+            view = rotation_scale(roll * t, (1.0 + zoom) ** t)
+            matrices.append(to_centre @ view @ translation(*(-self.centre - pan)))
         return np.stack(matrices)
 
     def _object_path(self, velocity: np.ndarray, acceleration: np.ndarray) -> np.ndarray:
@@ -541,10 +329,10 @@ class _ClipBuilder:
         matrices = []
         for t in self.times:
             position = velocity * t + 0.5 * acceleration * t * t
-            matrices.append(_translation(*position) @ _rotation_scale(angle + spin * t, (1.0 + growth) ** t))
+            matrices.append(translation(*position) @ rotation_scale(angle + spin * t, (1.0 + growth) ** t))
         return np.stack(matrices)
 
-    def _place_object(self, shape: _Shape) -> tuple[_Layer, np.ndarray]:
+    def _place_object(self, shape: Shape) -> tuple[_Layer, np.ndarray]:
         """Sample object and camera motion until enough of the object stays in view every frame."""
         config = self.config
         full_area = shape.hard_area()
@@ -555,7 +343,7 @@ class _ClipBuilder:
             tracking = fallback or self.rng.random() < config.camera_tracking_probability
             camera = self._camera((velocity, acceleration) if tracking else None)
             path = self._object_path(velocity, acceleration)
-            centres = np.stack([_apply(camera[t] @ path[t], np.zeros((1, 2)))[0] for t in range(self.count)])
+            centres = np.stack([apply_affine(camera[t] @ path[t], np.zeros((1, 2)))[0] for t in range(self.count)])
             middle = (centres.min(axis=0) + centres.max(axis=0)) / 2.0
             spread = np.zeros(2) if fallback else self.rng.uniform(-0.3, 0.3, 2) * (self.width, self.height)
             shift = self.centre + spread - middle
@@ -567,16 +355,16 @@ class _ClipBuilder:
                 return layer, camera
         raise AssertionError("unreachable: the last attempt is always accepted")
 
-    def _place_distractor(self, shape: _Shape, camera: np.ndarray, main: _Layer) -> _Layer:
+    def _place_distractor(self, shape: Shape, camera: np.ndarray, main: _Layer) -> _Layer:
         """A distractor fixed in the world, often near the main object's path so that it may occlude it."""
         if self.rng.random() < 0.35:
             t = int(self.rng.integers(self.count))
-            frame_point = _apply(main.transforms[t], main.shape.origin[None])[0]
-            world_point = _apply(np.linalg.inv(camera[t]), frame_point[None])[0]
+            frame_point = apply_affine(main.transforms[t], main.shape.origin[None])[0]
+            world_point = apply_affine(np.linalg.inv(camera[t]), frame_point[None])[0]
             position = world_point + self.rng.normal(0.0, main.shape.radius, 2)
         else:
             position = self.rng.uniform(0, 1, 2) * (self.width, self.height)
-        placement = _translation(*position) @ _rotation_scale(self.rng.uniform(0, 2 * math.pi), 1.0)
+        placement = translation(*position) @ rotation_scale(self.rng.uniform(0, 2 * math.pi), 1.0)
         return _Layer(shape, camera @ placement @ shape.to_local, self.config.size)
 
     def _order_layers(self, main: _Layer, distractors: list[_Layer]) -> list[_Layer]:
@@ -606,40 +394,42 @@ class _ClipBuilder:
                 behind.append(layer)
         return [*behind, main, *front]
 
-    def _object_texture(self, shape: _Shape, background_mean: np.ndarray | None) -> np.ndarray:
+    def _object_texture(self, shape: Shape, background_mean: np.ndarray | None) -> np.ndarray:
         """A shaded texture for ``shape``; given the background's mean colour, retry to stand out from it."""
         config = self.config
         height, width = shape.alpha.shape
         weights = shape.alpha[..., None] / max(float(shape.alpha.sum()), 1e-6)
         texture = None
         for _ in range(_TEXTURE_ATTEMPTS):
-            texture = _texture(self._choice(config.usable_texture_kinds()), height, width, self.rng, config)
+            texture = make_texture(self._choice(config.usable_texture_kinds()), height, width, self.rng,
+                                   float(min(config.size)), config.texture_images)
             if background_mean is None:
                 break
             mean = (texture * weights).sum(axis=(0, 1))
             if np.linalg.norm(mean - background_mean) >= config.min_contrast:
                 break
-        return _shade(texture, shape, self._uniform((0.0, config.shading)), self.rng)
+        return shade(texture, shape, self._uniform((0.0, config.shading)), self.rng)
 
     def _background(self, camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The background texture and its canvas-to-frame affines, covering every frame's view."""
         frame_corners = np.array([[0.0, 0.0], [self.width - 1.0, 0.0], [0.0, self.height - 1.0],
                                   [self.width - 1.0, self.height - 1.0]])
-        seen = np.concatenate([_apply(np.linalg.inv(matrix), frame_corners) for matrix in camera])
+        seen = np.concatenate([apply_affine(np.linalg.inv(matrix), frame_corners) for matrix in camera])
         low = np.floor(seen.min(axis=0)) - 2
         width, height = (np.ceil(seen.max(axis=0)).astype(int) + 3 - low.astype(int)).tolist()
-        texture = _texture(self._choice(self.config.usable_texture_kinds()), height, width, self.rng, self.config)
-        return texture, camera @ _translation(*low)
+        texture = make_texture(self._choice(self.config.usable_texture_kinds()), height, width, self.rng,
+                               float(min(self.config.size)), self.config.texture_images)
+        return texture, camera @ translation(*low)
 
     def build(self) -> SyntheticClip:
         config = self.config
         radius = self._uniform(config.object_scale) * self.unit
-        main_shape = _make_shape(self._choice(config.shape_kinds), radius, self.rng)
+        main_shape = make_shape(self._choice(config.shape_kinds), radius, self.rng)
         main, camera = self._place_object(main_shape)
         distractors = []
         for _ in range(int(self.rng.integers(config.num_distractors[0], config.num_distractors[1] + 1))):
             radius = self._uniform(config.distractor_scale) * self.unit
-            shape = _make_shape(self._choice(config.shape_kinds), radius, self.rng)
+            shape = make_shape(self._choice(config.shape_kinds), radius, self.rng)
             distractors.append(self._place_distractor(shape, camera, main))
         layers = self._order_layers(main, distractors)
 
@@ -661,7 +451,7 @@ class _ClipBuilder:
                 self._cast_shadows(image, shadows, t)
             owner = np.full((self.height, self.width), -1, np.int16)
             partner = _flow_partner(t, self.count)
-            xs, ys = _coordinates(self.height, self.width)
+            xs, ys = coordinates(self.height, self.width)
             dx, dy = _affine_flow(background_transforms[partner] @ np.linalg.inv(background_transforms[t]), xs, ys)
             flow[t, ..., 0], flow[t, ..., 1] = dx, dy
             for index, layer in enumerate(layers):
@@ -696,7 +486,7 @@ class _ClipBuilder:
             pad = int(math.ceil(3 * sigma)) + 1
             padded = cv2.copyMakeBorder(layer.shape.alpha, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
             silhouette = cv2.GaussianBlur(padded, (0, 0), sigma) * np.float32(strength)
-            shadows.append((layer, silhouette, np.stack([_translation(-pad, -pad), _translation(*offset)])))
+            shadows.append((layer, silhouette, np.stack([translation(-pad, -pad), translation(*offset)])))
         return shadows
 
     def _cast_shadows(self, image: np.ndarray, shadows: list[tuple[_Layer, np.ndarray, np.ndarray]], t: int) -> None:

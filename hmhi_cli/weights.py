@@ -313,6 +313,54 @@ def convert(source: str | os.PathLike, target: str | os.PathLike, input_size: in
     return WeightsInfo(info.encoder, size, limit, "hmhi-safetensors", provenance, flow_side)
 
 
+def average_weights(sources: list[str | os.PathLike], target: str | os.PathLike) -> WeightsInfo:
+    """Write the uniform average of several weights files of one network (checkpoints of a run:
+    a weight average, smoother than any one of them) to ``target``.
+
+    The files must record the same encoder, input size, memory limit and flow size, which the
+    average records too. Floating-point tensors are averaged in float64; integer buffers (batch-norm
+    counters) are taken from the last file. The provenance names each file by name, SHA-256 and
+    trained steps, and keeps the fields all of them share."""
+    if len(sources) < 2:
+        raise WeightsError("averaging needs at least two weights files")
+    infos, states = [], []
+    for source in sources:
+        state, metadata = read_state_dict(source)
+        infos.append(_info_from(state, metadata, str(source)))
+        states.append(state)
+    first = infos[0]
+    for source, info in zip(sources[1:], infos[1:]):
+        for name in ("encoder", "input_size", "memory_limit", "flow_max_side"):
+            if getattr(info, name) != getattr(first, name):
+                raise WeightsError(f"{source}: records {name} {getattr(info, name)}, but {sources[0]} records "
+                                   f"{getattr(first, name)}; only weights of one network and setting average")
+    net = build_model(first.encoder, memory_limit=first.memory_limit)
+    for source, state in zip(sources, states):
+        load_into(net, state, str(source))
+    average = {}
+    for key, last in states[-1].items():
+        if last.is_floating_point():
+            total = sum(state[key].to(torch.float64) for state in states)
+            average[key] = (total / len(states)).to(last.dtype)
+        else:
+            average[key] = last
+    load_into(net, average, str(target))
+    provenance = _shared_fields([without_machine_paths(info.provenance) for info in infos])
+    provenance["averaged_from"] = [
+        {"file": Path(source).name, "sha256": file_sha256(source), "trained_steps": info.provenance.get("trained_steps")}
+        for source, info in zip(sources, infos)]
+    save_weights(net, target, input_size=first.input_size, memory_limit=first.memory_limit, provenance=provenance,
+                 flow_max_side=first.flow_max_side)
+    return WeightsInfo(first.encoder, first.input_size, first.memory_limit, "hmhi-safetensors", provenance,
+                       first.flow_max_side)
+
+
+def _shared_fields(provenances: list[dict]) -> dict:
+    """The provenance fields with the same value in every one of ``provenances``."""
+    return {key: value for key, value in provenances[0].items()
+            if all(key in other and other[key] == value for other in provenances[1:])}
+
+
 @dataclass(frozen=True)
 class EncoderInitReport:
     """What :func:`init_encoder_from_imagenet` loaded."""

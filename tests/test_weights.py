@@ -363,3 +363,62 @@ def test_fine_tuned_weights_record_dataset_names_and_the_starting_weights_hash(t
     assert provenance["datasets"] == ["davis16-dev"] and provenance["trained_steps"] == 1
     assert provenance["fine_tuned_from"] == {"file": "start.safetensors",
                                              "sha256": hashlib.sha256(start.read_bytes()).hexdigest()}
+
+
+def saved_b0(path: Path, seed: int, input_size: int = 64, steps: int = 1) -> dict[str, torch.Tensor]:
+    """Save a randomly initialised MiT-b0 as our safetensors (DIS at 32 px, one dataset); return its tensors."""
+    net = build_model("mit_b0")
+    net.load_state_dict(random_b0_state(seed))
+    weights.save_weights(net, path, input_size=input_size, flow_max_side=32,
+                         provenance={"datasets": ["davis16-train"], "trained_steps": steps})
+    return {key: value.clone() for key, value in net.state_dict().items()}
+
+
+def test_average_of_weights_files_is_the_mean_of_each_tensor_and_names_its_sources(tmp_path):
+    paths = [tmp_path / f"step_{n}.safetensors" for n in (1, 2, 3)]
+    states = [saved_b0(path, seed=n, steps=100 * n) for n, path in enumerate(paths, 1)]
+    target = tmp_path / "average.safetensors"
+    info = weights.average_weights(paths, target)
+    averaged, _ = weights.read_state_dict(target)
+    assert averaged.keys() == states[0].keys()
+    for key, value in averaged.items():
+        if value.is_floating_point():
+            expected = (states[0][key].double() + states[1][key].double() + states[2][key].double()) / 3
+            torch.testing.assert_close(value, expected.float(), rtol=0, atol=1e-7)
+        else:
+            assert torch.equal(value, states[2][key])
+    recorded = weights.describe(target)
+    assert (recorded.encoder, recorded.input_size, recorded.flow_max_side) == ("mit_b0", 64, 32) == (
+        info.encoder, info.input_size, info.flow_max_side)
+    assert recorded.provenance["datasets"] == ["davis16-train"] and "trained_steps" not in recorded.provenance
+    assert recorded.provenance["averaged_from"] == [
+        {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "trained_steps": 100 * n}
+        for n, path in enumerate(paths, 1)]
+
+
+def test_average_refuses_one_file_and_files_of_different_settings(tmp_path):
+    first, other = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    saved_b0(first, seed=1)
+    saved_b0(other, seed=2, input_size=96)
+    with pytest.raises(WeightsError, match="at least two"):
+        weights.average_weights([first], tmp_path / "out.safetensors")
+    with pytest.raises(WeightsError, match=r"b\.safetensors: records input_size 96, but .*a\.safetensors records 64"):
+        weights.average_weights([first, other], tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_cli_weights_average_writes_once_and_never_over_a_source(tmp_path):
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    saved_b0(first, seed=1)
+    saved_b0(second, seed=2)
+    target = tmp_path / "avg.safetensors"
+    result = run_cli("weights", "average", str(first), str(second), "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "the average of 2 files" in result.stderr and target.is_file()
+    for args, message in (([str(first), str(second), "-o", str(target)], "already exists"),
+                          ([str(first), str(second), "-o", str(first), "--overwrite"], "is one of the files"),
+                          ([str(first), str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "x.safetensors")],
+                           "not found")):
+        again = run_cli("weights", "average", *args)
+        assert again.returncode != 0 and message in again.stderr, again.stderr
+        assert again.stderr.strip().count("\n") == 0 and "Traceback" not in again.stderr

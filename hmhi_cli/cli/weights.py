@@ -1,10 +1,10 @@
-"""``hmhi weights convert`` and ``hmhi weights info``."""
+"""``hmhi weights convert``, ``hmhi weights average`` and ``hmhi weights info``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.markup import escape
@@ -13,7 +13,7 @@ from rich.table import Table
 from hmhi_cli.cli.common import command_group, err_console, out_console, print_json
 from hmhi_cli.errors import OutputError, WeightsError
 
-group = command_group("Inspect and convert model weights.")
+group = command_group("Inspect, convert and average model weights.")
 
 
 @group.command("convert")
@@ -34,6 +34,26 @@ def convert_command(
     info = weights_lib.convert(source, target, input_size=size, memory_limit=memory_limit, flow_max_side=flow_max_side)
     flow_note = f", DIS flow at {info.flow_max_side} px" if info.flow_max_side else ""
     err_console.print(f"wrote {target} ({info.encoder}, input {info.input_size}, memory limit {info.memory_limit}{flow_note})",
+                      markup=False, highlight=False)
+
+
+@group.command("average")
+def average_command(
+    sources: List[Path] = typer.Argument(..., help="Two or more weights files of one network (checkpoints of a run).",
+                                         show_default=False),
+    target: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file.", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output if it exists."),
+) -> None:
+    """Average weights files of one network (the same encoder, input size, memory limit and flow
+    size) into one: a weight average of a run's last checkpoints is smoother than any one of them."""
+    from hmhi_cli import weights as weights_lib
+
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target}: already exists (use --overwrite to replace it)")
+    if any(target.resolve() == source.resolve() for source in sources):
+        raise OutputError(f"{target}: is one of the files to average; write the average elsewhere")
+    info = weights_lib.average_weights(sources, target)
+    err_console.print(f"wrote {target}: the average of {len(sources)} files ({info.encoder}, input {info.input_size})",
                       markup=False, highlight=False)
 
 

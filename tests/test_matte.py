@@ -109,8 +109,8 @@ def test_frame_matte_masks_are_the_refined_mattes_above_half():
 MEASURED = {"dog": (range(20, 28), 0.93, 0.995), "breakdance": (range(20, 28), 0.80, 0.90)}
 """Sequences and frames of davis16-dev the matte is measured on, with the least fraction of opaque
 pixels well inside and of clear pixels well outside. Measured with the default weights (fine-tuned
-at 288, their input size): dog 0.60 and 0.988 raw, 0.97 and 0.9992 refined; breakdance
-(spectators behind the dancer) 0.41 and 0.84 raw, 0.88 and 0.944 refined. The first weights
+at 288, their input size, for 1000 steps): dog 0.54 and 0.989 raw, 0.96 and 0.9991 refined;
+breakdance (spectators behind the dancer) 0.37 and 0.86 raw, 0.87 and 0.947 refined. The first weights
 (trained at 256) gave 0.88 and 0.932 on breakdance at 288, 0.86 and 0.947 at 256 and 0.87 and
 0.913 at 320: the larger the input, the more of the spectators they took in. What stays not
 opaque inside is mostly what the model misses."""

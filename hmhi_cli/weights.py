@@ -315,7 +315,7 @@ def convert(source: str | os.PathLike, target: str | os.PathLike, input_size: in
 
 def average_weights(sources: list[str | os.PathLike], target: str | os.PathLike) -> WeightsInfo:
     """Write the uniform average of several weights files of one network (checkpoints of a run:
-    a weight average, smoother than any one of them) to ``target``.
+    a weight average) to ``target``.
 
     The files must record the same encoder, input size, memory limit and flow size, which the
     average records too. Floating-point tensors are averaged in float64; integer buffers (batch-norm

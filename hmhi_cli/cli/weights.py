@@ -45,7 +45,7 @@ def average_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the output if it exists."),
 ) -> None:
     """Average weights files of one network (the same encoder, input size, memory limit and flow
-    size) into one: a weight average of a run's last checkpoints is smoother than any one of them."""
+    size) into one, e.g. a weight average of a run's last checkpoints."""
     from hmhi_cli import weights as weights_lib
 
     if target.exists() and not overwrite:

@@ -235,6 +235,12 @@ def _recorded_info(metadata: dict[str, str], source: str) -> WeightsInfo:
 
 def load_into(net: HMHINet, state: dict[str, torch.Tensor], source: str) -> None:
     """Strictly load ``state`` into ``net``; a mismatch becomes one clear WeightsError."""
+    check_fits(net, state, source)
+    net.load_state_dict(state, strict=True)
+
+
+def check_fits(net: HMHINet, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise one clear WeightsError unless ``state`` has exactly ``net``'s keys and shapes."""
     expected = net.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
@@ -252,7 +258,6 @@ def load_into(net: HMHINet, state: dict[str, torch.Tensor], source: str) -> None
         problems.append(f"{len(wrong_shape)} shape mismatches: {_short_list(wrong_shape)}")
     if problems:
         raise WeightsError(f"{source}: does not match the {net.config.encoder} model; " + "; ".join(problems))
-    net.load_state_dict(state, strict=True)
 
 
 def load_weights(path: str | os.PathLike, memory_limit: int | None = None) -> tuple[HMHINet, WeightsInfo]:
@@ -336,7 +341,7 @@ def average_weights(sources: list[str | os.PathLike], target: str | os.PathLike)
                                    f"{getattr(first, name)}; only weights of one network and setting average")
     net = build_model(first.encoder, memory_limit=first.memory_limit)
     for source, state in zip(sources, states):
-        load_into(net, state, str(source))
+        check_fits(net, state, str(source))
     average = {}
     for key, last in states[-1].items():
         if last.is_floating_point():
@@ -344,7 +349,7 @@ def average_weights(sources: list[str | os.PathLike], target: str | os.PathLike)
             average[key] = (total / len(states)).to(last.dtype)
         else:
             average[key] = last
-    load_into(net, average, str(target))
+    net.load_state_dict(average, strict=True)
     provenance = _shared_fields([without_machine_paths(info.provenance) for info in infos])
     provenance["averaged_from"] = [
         {"file": Path(source).name, "sha256": file_sha256(source), "trained_steps": info.provenance.get("trained_steps")}

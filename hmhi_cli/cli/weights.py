@@ -29,8 +29,7 @@ def convert_command(
     """Convert weights into hmhi's safetensors format (strict check against the model)."""
     from hmhi_cli import weights as weights_lib
 
-    if target.exists() and not overwrite:
-        raise OutputError(f"{target}: already exists (use --overwrite to replace it)")
+    _refuse_to_replace(target, overwrite)
     info = weights_lib.convert(source, target, input_size=size, memory_limit=memory_limit, flow_max_side=flow_max_side)
     flow_note = f", DIS flow at {info.flow_max_side} px" if info.flow_max_side else ""
     err_console.print(f"wrote {target} ({info.encoder}, input {info.input_size}, memory limit {info.memory_limit}{flow_note})",
@@ -48,8 +47,7 @@ def average_command(
     size) into one, e.g. a weight average of a run's last checkpoints."""
     from hmhi_cli import weights as weights_lib
 
-    if target.exists() and not overwrite:
-        raise OutputError(f"{target}: already exists (use --overwrite to replace it)")
+    _refuse_to_replace(target, overwrite)
     if any(target.resolve() == source.resolve() for source in sources):
         raise OutputError(f"{target}: is one of the files to average; write the average elsewhere")
     info = weights_lib.average_weights(sources, target)
@@ -89,6 +87,12 @@ def info_command(
         if key != "default":
             table.add_row(f"[bold]{key}", escape(str(value)))
     out_console.print(table)
+
+
+def _refuse_to_replace(target: Path, overwrite: bool) -> None:
+    """An OutputError when ``target`` exists and ``--overwrite`` was not given."""
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target}: already exists (use --overwrite to replace it)")
 
 
 def _which(path: Path, default: bool) -> str:
